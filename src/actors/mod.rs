@@ -1,0 +1,103 @@
+//! The actor graph (SPEC §2), spawned in dependency order:
+//! HTTP → ReferralValidator; HTTP → PersistenceWriter → VoteTally →
+//! (CountsView) → ResultsBroadcaster → `/stream`. The only back edge is the
+//! tally's recount request, a `try_send` that can never block.
+
+pub mod broadcaster;
+pub mod referral;
+pub mod tally;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::poll::CountsView;
+use broadcaster::BroadcasterHandle;
+use referral::ReferralHandle;
+use tally::TallyHandle;
+use writer::{RECOUNT_QUEUE, WriterHandle};
+
+/// Handles to every actor; cloning is cheap.
+#[derive(Clone)]
+pub struct Actors {
+    pub referral: ReferralHandle,
+    pub writer: WriterHandle,
+    pub tally: TallyHandle,
+    pub broadcaster: BroadcasterHandle,
+}
+
+/// The actors' tasks, awaited at shutdown.
+pub struct ActorTasks(Vec<(&'static str, JoinHandle<()>)>);
+
+impl Actors {
+    pub fn spawn(
+        pool: Pool,
+        live: Live,
+        view: CountsView,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Actors, ActorTasks) {
+        let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
+        let (broadcaster, b_task) =
+            BroadcasterHandle::spawn(view.clone(), live.clone(), metrics.clone(), shutdown);
+        let (tally, t_task) = TallyHandle::spawn(live, view, recount_tx, metrics.clone());
+        let (writer, w_task) =
+            WriterHandle::spawn(pool.clone(), tally.clone(), recount_rx, metrics.clone());
+        let (referral, r_task) = ReferralHandle::spawn(pool, metrics);
+        let tasks = ActorTasks(vec![
+            ("ReferralValidator", r_task),
+            ("PersistenceWriter", w_task),
+            ("VoteTally", t_task),
+            ("ResultsBroadcaster", b_task),
+        ]);
+        (
+            Actors {
+                referral,
+                writer,
+                tally,
+                broadcaster,
+            },
+            tasks,
+        )
+    }
+
+    /// Refreshes the queue-depth gauges (called when /metrics is scraped).
+    pub fn export_queue_depths(&self, metrics: &Metrics) {
+        for (actor, depth) in [
+            ("referral", self.referral.queue_depth()),
+            ("writer", self.writer.queue_depth()),
+            ("tally", self.tally.queue_depth()),
+        ] {
+            metrics
+                .queue_depth
+                .with_label_values(&[actor])
+                .set(depth as i64);
+        }
+    }
+}
+
+impl ActorTasks {
+    /// Waits for the actors to drain, in graph order, until `deadline`.
+    /// The handles must have been dropped, or the mailboxes never close.
+    pub async fn join(self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        for (name, task) in self.0 {
+            match tokio::time::timeout_at(until, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(actor = name, error = %e, "actor died"),
+                Err(_) => {
+                    warn!(actor = name, "actor still busy at shutdown deadline");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Applies the SQL files of `db/migrations` once each, in order, recording
+//! them in `schema_migrations`. An advisory lock makes concurrent replicas
+//! starting together take turns instead of racing.
+
+use deadpool_postgres::Pool;
+use tracing::info;
+
+use super::DbError;
+
+/// (version, SQL) in the order they must run. Append, never edit.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init",
+    include_str!("../../db/migrations/0001_init.sql"),
+)];
+
+/// Arbitrary constant naming our advisory lock.
+const MIGRATION_LOCK_KEY: i64 = 0x766f_7465_2d61_7069; // "vote-api"
+
+/// Applies every pending migration; returns how many ran.
+pub async fn run(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let result = apply_pending(&mut client).await;
+    // Unlock even when a migration failed, so a fixed replica can retry at once.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, DbError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    TEXT PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        let done = client
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+        tx.commit().await?;
+        info!(version, "applied migration");
+        applied += 1;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,102 @@
+//! `ApiError`: every way a request can fail, mapped to one status and a fixed
+//! `{"detail": ...}` sentence. Internal causes go to the log, never to clients.
+
+use hyper::StatusCode;
+use thiserror::Error;
+use tracing::warn;
+
+use crate::actors::referral::ReferralError;
+use crate::actors::writer::WriteError;
+
+/// An error answered to the client.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("Invalid choice. Must be one of: print, stare, ai, revert, restart")]
+    InvalidChoice,
+    #[error("Invalid referral code")]
+    InvalidReferral,
+    #[error("Referral code too long (at most {0} characters)")]
+    ReferralTooLong(usize),
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("Unsupported content type: send application/json or application/x-www-form-urlencoded")]
+    UnsupportedMediaType,
+    #[error("Request body too large (at most {0} bytes)")]
+    PayloadTooLarge(usize),
+    #[error("Request body not received in time")]
+    BodyTimeout,
+    #[error(transparent)]
+    CacheExhausted(ReferralError),
+    #[error("PostgreSQL not available")]
+    DbUnavailable,
+    #[error("Service overloaded, please retry")]
+    Overloaded,
+    #[error("Add ?confirm=yes to reset the session")]
+    ConfirmRequired,
+    #[error("Missing or wrong admin token")]
+    Unauthorized,
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed(&'static str),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidChoice
+            | ApiError::InvalidReferral
+            | ApiError::ReferralTooLong(_)
+            | ApiError::Malformed(_)
+            | ApiError::ConfirmRequired => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::CacheExhausted(_) | ApiError::DbUnavailable | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl From<ReferralError> for ApiError {
+    fn from(e: ReferralError) -> Self {
+        match e {
+            ReferralError::Unknown => ApiError::InvalidReferral,
+            ReferralError::CacheExhausted(_) => ApiError::CacheExhausted(e),
+            ReferralError::Db(cause) => {
+                warn!(error = %cause, "referral lookup failed");
+                ApiError::DbUnavailable
+            }
+            ReferralError::Unavailable => ApiError::Overloaded,
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Unavailable => ApiError::DbUnavailable,
+            WriteError::Overloaded => ApiError::Overloaded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_exhaustion_keeps_the_spec_detail() {
+        let e = ApiError::from(ReferralError::CacheExhausted(11));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            e.to_string(),
+            "Service degraded: referral cache exhausted (11 entries). \
+             This simulates memory pressure from an unbounded cache."
+        );
+    }
+}

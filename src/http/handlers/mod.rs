@@ -1,0 +1,7 @@
+//! Thin handlers: parse the request, call an actor handle, build the response.
+
+pub mod admin;
+pub mod assets;
+pub mod pages;
+pub mod probes;
+pub mod vote;

@@ -1,0 +1,91 @@
+//! The HTTP server: accept loop with a connection limit, one hyper HTTP/1.1
+//! connection task each, graceful shutdown (stop accepting, let requests
+//! finish, end SSE streams) bounded by `SHUTDOWN_GRACE`.
+
+pub mod body;
+pub mod error;
+pub mod handlers;
+pub mod router;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::actors::Actors;
+use crate::config::Config;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::poll::CountsView;
+
+/// Open connections at most; beyond it, new ones wait in the kernel's
+/// backlog. Leaves headroom under the 20,000 open-file limit.
+pub const MAX_CONNECTIONS: usize = 16_000;
+/// A client must finish sending its headers within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What handlers can reach: configuration, actor handles, shared views.
+pub struct AppState {
+    pub config: Config,
+    pub actors: Actors,
+    pub view: CountsView,
+    pub pool: Pool,
+    pub live: Live,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves until `shutdown` is cancelled, then drains connections.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| router::handle(state.clone(), req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("connections still open after {SHUTDOWN_GRACE:?}, closing"),
+    }
+}

@@ -1,0 +1,149 @@
+//! Hand-written routing: match the path to a route, then the method; unknown
+//! paths are 404, known paths with a wrong method are 405 with `Allow`.
+//! Also the one place that records metrics and the access log line.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use tracing::info;
+
+use super::AppState;
+use super::body::{self, Body};
+use super::error::ApiError;
+use super::handlers;
+use crate::metrics::{Endpoint, method_label};
+
+/// Which methods a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    Get,
+    Post,
+}
+
+impl Allowed {
+    fn permits(self, method: &Method) -> bool {
+        match self {
+            Allowed::Get => method == Method::GET || method == Method::HEAD,
+            Allowed::Post => method == Method::POST,
+        }
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Allowed::Get => "GET, HEAD",
+            Allowed::Post => "POST",
+        }
+    }
+}
+
+/// The route for `path`, or `None` for an unknown path.
+pub fn resolve(path: &str) -> Option<(Endpoint, Allowed)> {
+    let route = match path {
+        "/" => (Endpoint::Index, Allowed::Get),
+        "/vote" => (Endpoint::Vote, Allowed::Post),
+        "/thanks" => (Endpoint::Thanks, Allowed::Get),
+        "/votes" => (Endpoint::Votes, Allowed::Get),
+        "/stream" => (Endpoint::Stream, Allowed::Get),
+        "/results" => (Endpoint::Results, Allowed::Get),
+        "/admin" => (Endpoint::Admin, Allowed::Get),
+        "/admin/reset" => (Endpoint::AdminReset, Allowed::Post),
+        "/health" => (Endpoint::Health, Allowed::Get),
+        "/ready" => (Endpoint::Ready, Allowed::Get),
+        "/version" => (Endpoint::Version, Allowed::Get),
+        "/metrics" => (Endpoint::Metrics, Allowed::Get),
+        p if p.starts_with("/static/") => (Endpoint::Static, Allowed::Get),
+        _ => return None,
+    };
+    Some(route)
+}
+
+/// Entry point for every request: route, answer, measure, log.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let path = req.uri().path().to_owned();
+    let (endpoint, resp) = match resolve(&path) {
+        None => (Endpoint::Other, body::error(&ApiError::NotFound)),
+        Some((endpoint, allowed)) if !allowed.permits(req.method()) => (
+            endpoint,
+            body::error(&ApiError::MethodNotAllowed(allowed.header())),
+        ),
+        Some((endpoint, _)) => {
+            let resp = dispatch(&state, endpoint, req)
+                .await
+                .unwrap_or_else(|e| body::error(&e));
+            (endpoint, resp)
+        }
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(method, endpoint, status, elapsed.as_secs_f64());
+    info!(
+        target: "vote_api::access",
+        method,
+        path = %path,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    Ok(resp)
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    use handlers::*;
+    match endpoint {
+        Endpoint::Index => Ok(pages::index(state, &req)),
+        Endpoint::Vote => vote::vote(state, req).await,
+        Endpoint::Thanks => Ok(pages::thanks(state, &req)),
+        Endpoint::Votes => Ok(vote::votes(state)),
+        Endpoint::Stream => Ok(super::sse::response(
+            &state.actors.broadcaster,
+            state.metrics.clone(),
+            state.shutdown.clone(),
+        )),
+        Endpoint::Results => Ok(pages::results(state, &req)),
+        Endpoint::Admin => Ok(pages::admin(state, &req)),
+        Endpoint::AdminReset => admin::reset(state, req).await,
+        Endpoint::Health => Ok(probes::health()),
+        Endpoint::Ready => Ok(probes::ready(state).await),
+        Endpoint::Version => Ok(probes::version(state)),
+        Endpoint::Metrics => Ok(probes::metrics(state)),
+        Endpoint::Static => Ok(assets::serve(&req)),
+        Endpoint::Other => Err(ApiError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_resolve_and_unknown_do_not() {
+        assert_eq!(resolve("/vote"), Some((Endpoint::Vote, Allowed::Post)));
+        assert_eq!(
+            resolve("/static/app.css"),
+            Some((Endpoint::Static, Allowed::Get))
+        );
+        assert_eq!(resolve("/votes/"), None);
+        assert_eq!(resolve("/nope"), None);
+    }
+
+    #[test]
+    fn get_routes_accept_head_and_advertise_it() {
+        assert!(Allowed::Get.permits(&Method::HEAD));
+        assert!(!Allowed::Get.permits(&Method::POST));
+        assert!(!Allowed::Post.permits(&Method::GET));
+        assert_eq!(Allowed::Get.header(), "GET, HEAD");
+    }
+}

@@ -1,0 +1,151 @@
+//! vote-api: a live conference poll over raw Hyper and Tokio actors.
+//! `start` wires PostgreSQL, Redis, the actors and the HTTP server and
+//! returns a handle, so tests run the real application in-process.
+
+pub mod actors;
+pub mod brand;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod poll;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use actors::Actors;
+use config::Config;
+use http::AppState;
+use live::Live;
+use metrics::Metrics;
+use poll::CountsView;
+
+/// How long start-up waits for PostgreSQL before giving up.
+pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(30);
+/// How long actors may take to drain after the server stopped.
+pub const ACTOR_DRAIN: Duration = Duration::from_secs(2);
+
+/// Why the service could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot build the PostgreSQL pool: {0}")]
+    Pool(String),
+    #[error("PostgreSQL migrations failed: {0}")]
+    Migrate(#[from] db::DbError),
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(#[from] live::LiveError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running instance.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains requests and actors, and waits for the end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the instance stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the PostgreSQL pool and applies migrations, waiting for
+/// PostgreSQL to come up for at most `STARTUP_DB_WAIT`.
+pub async fn prepare_db(config: &Config) -> Result<deadpool_postgres::Pool, StartError> {
+    let pool = db::pool(&config.database_url, config.db_pool_size)
+        .map_err(|e| StartError::Pool(e.to_string()))?;
+    let started = Instant::now();
+    loop {
+        match db::migrate::run(&pool).await {
+            Ok(_) => return Ok(pool),
+            Err(e) if started.elapsed() < STARTUP_DB_WAIT => {
+                warn!(error = %e, "PostgreSQL not ready, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Starts the service; it runs until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let pool = prepare_db(&config).await?;
+    let live = Live::connect(&config.redis_url, replica_name())?;
+    let listener = TcpListener::bind(config.bind_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind_addr,
+        source,
+    })?;
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.db_pool_size.set(config.db_pool_size as i64);
+    let view = CountsView::new();
+    let (actors, tasks) = Actors::spawn(
+        pool.clone(),
+        live.clone(),
+        view.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let state = Arc::new(AppState {
+        config,
+        actors,
+        view,
+        pool,
+        live,
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    info!(%addr, version = %state.config.app_version, "vote-api listening");
+
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        http::serve(listener, state, token).await;
+        // The last handles go with the state; the writer then drains and the
+        // rest of the graph follows.
+        tasks.join(ACTOR_DRAIN).await;
+        info!("vote-api stopped");
+    });
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// A name for this replica in pub/sub messages: the pod name when present.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "vote-api".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    format!("{host}:{}", std::process::id())
+}

@@ -1,0 +1,129 @@
+//! The `vote-api` command: `serve` (default), `migrate`, `seed`.
+//! Reads the configuration, sets up logging and hands over to the library.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use vote_api::config::{Config, LogFormat};
+use vote_api::db;
+
+#[derive(Parser)]
+#[command(version, about = "Live conference poll (see README.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Insert referral partners (idempotent), including conf-partner-2026.
+    Seed {
+        /// How many generated partners to insert.
+        #[arg(long, default_value_t = db::partners::DEFAULT_SEED_PARTNERS)]
+        partners: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("vote-api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vote-api: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(&config).await,
+            Command::Seed { partners } => seed(&config, partners).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let running = vote_api::start(config, shutdown.clone()).await?;
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database_url, 1)?;
+    let applied = db::migrate::run(&pool).await?;
+    info!(applied, "migrations up to date");
+    Ok(())
+}
+
+async fn seed(config: &Config, partners: u32) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let pool = vote_api::prepare_db(config).await?;
+    let inserted = db::partners::seed(&pool, partners).await?;
+    info!(
+        inserted,
+        partners,
+        seconds = started.elapsed().as_secs_f64(),
+        "referral partners seeded"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,428 @@
+//! Test harness: starts the real application in-process on 127.0.0.1:0
+//! against the real PostgreSQL and Redis that `scripts/test` started (a
+//! fresh database and a fresh Redis logical database per test), plus a small
+//! HTTP client and helpers to await conditions under a timeout.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use vote_api::config::Config;
+
+/// Upper bound for any awaited condition in tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test, which starts PostgreSQL and Redis")
+    })
+}
+
+/// A fresh PostgreSQL database and Redis logical database.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub database_url: String,
+    pub redis_url: String,
+}
+
+impl Stack {
+    pub async fn fresh() -> Stack {
+        Stack {
+            database_url: fresh_database().await,
+            redis_url: fresh_redis_db().await,
+        }
+    }
+
+    /// Configuration for an instance on this stack, listening on a free port.
+    pub fn config(&self) -> Config {
+        let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
+        config.database_url = self.database_url.clone();
+        config.redis_url = self.redis_url.clone();
+        config.bind_addr = "127.0.0.1:0".parse().expect("valid address");
+        config.app_version = "test".into();
+        config
+    }
+}
+
+async fn fresh_database() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let admin = env("TEST_DATABASE_URL");
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos()
+    );
+    let client = pg_connect(&admin).await;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("URL has a database");
+    format!("{base}/{name}")
+}
+
+async fn fresh_redis_db() -> String {
+    let base = env("TEST_REDIS_URL");
+    let mut conn = redis_conn(&format!("{base}/0")).await;
+    let n: u64 = redis::cmd("INCR")
+        .arg("test:next-db")
+        .query_async(&mut conn)
+        .await
+        .expect("INCR");
+    // scripts/test starts Redis with 1024 databases; 0 holds the counter.
+    let url = format!("{base}/{}", 1 + n % 1023);
+    let mut conn = redis_conn(&url).await;
+    let _: () = redis::cmd("FLUSHDB")
+        .query_async(&mut conn)
+        .await
+        .expect("FLUSHDB");
+    url
+}
+
+/// A direct PostgreSQL connection (for assertions on rows).
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// A direct Redis connection.
+pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
+}
+
+/// Rows in `votes`.
+pub async fn vote_rows(database_url: &str) -> i64 {
+    pg_connect(database_url)
+        .await
+        .query_one("SELECT count(*) FROM votes", &[])
+        .await
+        .expect("count votes")
+        .get(0)
+}
+
+/// A running instance of the real application.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub stack: Stack,
+    running: vote_api::Running,
+}
+
+impl TestApp {
+    /// A fresh stack, seeded, and an instance on it.
+    pub async fn start() -> TestApp {
+        let stack = Stack::fresh().await;
+        Self::start_on(&stack, stack.config()).await
+    }
+
+    /// An instance with `config` on `stack` (seeded with a few partners).
+    pub async fn start_on(stack: &Stack, config: Config) -> TestApp {
+        let pool = vote_api::prepare_db(&config).await.expect("migrate");
+        vote_api::db::partners::seed(&pool, 100)
+            .await
+            .expect("seed");
+        let running = vote_api::start(config, CancellationToken::new())
+            .await
+            .expect("start vote-api");
+        TestApp {
+            addr: running.addr,
+            stack: stack.clone(),
+            running,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        send(
+            self.request(Method::GET, path)
+                .body(Full::default())
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<Bytes>) -> Resp {
+        let req = self
+            .request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(Full::new(body.into()))
+            .expect("request");
+        send(req).await
+    }
+
+    pub async fn post_json(&self, path: &str, value: serde_json::Value) -> Resp {
+        self.post(path, "application/json", value.to_string()).await
+    }
+
+    /// Posts a JSON vote.
+    pub async fn vote(&self, choice: &str, referral: Option<&str>) -> Resp {
+        self.post_json(
+            "/vote",
+            serde_json::json!({ "choice": choice, "referral": referral }),
+        )
+        .await
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder().method(method).uri(self.url(path))
+    }
+
+    /// The total of `/votes`.
+    pub async fn total(&self) -> u64 {
+        let votes = self.get("/votes").await.json();
+        votes
+            .as_object()
+            .expect("object")
+            .values()
+            .map(|v| v["count"].as_u64().expect("count"))
+            .sum()
+    }
+
+    /// Opens `/stream`.
+    pub async fn stream(&self) -> Sse {
+        let req = self
+            .request(Method::GET, "/stream")
+            .body(Full::default())
+            .expect("request");
+        let resp = tokio::time::timeout(WAIT, client().request(req))
+            .await
+            .expect("stream answers in time")
+            .expect("stream request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        Sse {
+            headers: resp.headers().clone(),
+            body: resp.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    pub async fn stop(self) {
+        tokio::time::timeout(WAIT, self.running.stop())
+            .await
+            .expect("vote-api stops within the timeout");
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A buffered response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("UTF-8 body")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body expected ({e}): {}", self.text()))
+    }
+
+    pub fn detail(&self) -> String {
+        self.json()["detail"].as_str().expect("detail").to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} missing"))
+            .to_str()
+            .expect("ASCII header")
+    }
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Resp {
+    let resp = tokio::time::timeout(WAIT, client().request(req))
+        .await
+        .expect("answer within the timeout")
+        .expect("request succeeds");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("body within the timeout")
+        .expect("body")
+        .to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An open `/stream` connection.
+pub struct Sse {
+    pub headers: HeaderMap,
+    body: Incoming,
+    buffer: String,
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
+impl Sse {
+    /// The next event (comments and `retry:` skipped), within `limit`.
+    pub async fn next_event(&mut self, limit: Duration) -> Option<Event> {
+        tokio::time::timeout(limit, async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let mut name = String::from("message");
+                    let mut data = None;
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event: ") {
+                            name = v.to_owned();
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            data = Some(v.to_owned());
+                        }
+                    }
+                    if let Some(data) = data {
+                        return Some(Event { name, data });
+                    }
+                    continue;
+                }
+                let frame = self.body.frame().await?.ok()?;
+                if let Ok(bytes) = frame.into_data() {
+                    self.buffer.push_str(std::str::from_utf8(&bytes).ok()?);
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Reads `votes` events until one satisfies `pred`, within `limit`.
+    pub async fn until_votes(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next_event(left).await?;
+            if event.name == "votes" {
+                let value: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+                if pred(&value) {
+                    return Some(value);
+                }
+            }
+        }
+    }
+}
+
+/// The total of a `/votes`-shaped value.
+pub fn total_of(votes: &serde_json::Value) -> u64 {
+    votes
+        .as_object()
+        .map(|o| o.values().filter_map(|v| v["count"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// Polls `check` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A private redis-server for tests that stop or empty Redis.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,45 @@
+//! Group commit under load: every acknowledged vote is stored exactly once.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hyper::StatusCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_concurrent_votes_are_all_counted_and_stored() {
+    let app = Arc::new(TestApp::start().await);
+    const VOTES: usize = 2000;
+    let choices = ["print", "stare", "ai", "revert", "restart"];
+    let mut tasks = Vec::with_capacity(VOTES);
+    for i in 0..VOTES {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.vote(choices[i % 5], None).await.status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), StatusCode::OK);
+    }
+    let votes = app.get("/votes").await.json();
+    assert_eq!(total_of(&votes), VOTES as u64);
+    for choice in choices {
+        assert_eq!(votes[choice]["count"], (VOTES / 5) as u64, "{choice}");
+    }
+    assert_eq!(vote_rows(&app.stack.database_url).await, VOTES as i64);
+
+    // Group commit really grouped: far fewer batches than votes.
+    let metrics = app.get("/metrics").await.text();
+    let batches: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vote_batch_size_count "))
+        .expect("batch histogram")
+        .parse()
+        .expect("number");
+    assert!(
+        batches < VOTES as f64,
+        "{batches} batches for {VOTES} votes"
+    );
+    Arc::into_inner(app).expect("no other owner").stop().await;
+}

@@ -1,0 +1,92 @@
+//! The deliberate bug (SPEC §5), exactly as the talk needs it.
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+
+const DETAIL_11: &str = "Service degraded: referral cache exhausted (11 entries). \
+    This simulates memory pressure from an unbounded cache.";
+
+#[tokio::test]
+async fn referral_votes_fail_from_the_eleventh_while_probes_stay_green() {
+    let app = TestApp::start().await;
+    for i in 1..=10 {
+        let resp = app.vote("ai", Some("conf-partner-2026")).await;
+        assert_eq!(resp.status, StatusCode::OK, "referral vote {i}");
+    }
+    for i in 11..=15 {
+        let resp = app.vote("ai", Some("conf-partner-2026")).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "referral vote {i}"
+        );
+        let expected = DETAIL_11.replace("(11 entries)", &format!("({i} entries)"));
+        assert_eq!(resp.detail(), expected);
+    }
+    assert_eq!(app.vote("print", None).await.status, StatusCode::OK);
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    assert_eq!(app.get("/ready").await.status, StatusCode::OK);
+
+    let metrics = app.get("/metrics").await.text();
+    let exhausted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("referral_cache_exhausted_total "))
+        .expect("counter exposed")
+        .parse()
+        .expect("number");
+    assert!(
+        exhausted >= 5.0,
+        "referral_cache_exhausted_total = {exhausted}"
+    );
+    // Refused votes are neither counted nor stored.
+    assert_eq!(app.total().await, 11);
+    assert_eq!(vote_rows(&app.stack.database_url).await, 11);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_codes_fill_the_cache_too() {
+    let app = TestApp::start().await;
+    for _ in 0..10 {
+        let resp = app.vote("stare", Some("no-such-partner")).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    }
+    let resp = app.vote("stare", Some("conf-partner-2026")).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.detail(), DETAIL_11);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reset_with_referral_cache_empties_this_replicas_cache() {
+    let app = TestApp::start().await;
+    for _ in 0..11 {
+        app.vote("ai", Some("conf-partner-2026")).await;
+    }
+    assert_eq!(
+        app.vote("ai", Some("conf-partner-2026")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let reset = app
+        .post(
+            "/admin/reset?confirm=yes&referral_cache=yes",
+            "application/json",
+            "",
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert!(
+        reset.json()["message"]
+            .as_str()
+            .expect("message")
+            .contains("12 entries")
+    );
+    for i in 1..=10 {
+        let resp = app.vote("ai", Some("conf-partner-2026")).await;
+        assert_eq!(resp.status, StatusCode::OK, "referral vote {i} after reset");
+    }
+    assert_eq!(app.total().await, 10);
+    app.stop().await;
+}

@@ -1,0 +1,98 @@
+//! `/stream`: current counts on connect, updates within a second, several
+//! replicas sharing one PostgreSQL and Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hyper::StatusCode;
+
+#[tokio::test]
+async fn stream_delivers_an_update_within_one_second_of_a_vote() {
+    let app = TestApp::start().await;
+    let mut sse = app.stream().await;
+    let first = sse
+        .until_votes(WAIT, |_| true)
+        .await
+        .expect("initial frame");
+    assert_eq!(total_of(&first), 0);
+
+    let voted_at = tokio::time::Instant::now();
+    assert_eq!(app.vote("restart", None).await.status, StatusCode::OK);
+    let update = sse
+        .until_votes(Duration::from_secs(1), |v| v["restart"]["count"] == 1)
+        .await
+        .expect("update within 1 s");
+    assert!(voted_at.elapsed() <= Duration::from_secs(1));
+    assert_eq!(total_of(&update), 1);
+    drop(sse);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bursts_are_coalesced() {
+    let app = TestApp::start().await;
+    let mut sse = app.stream().await;
+    sse.until_votes(WAIT, |_| true)
+        .await
+        .expect("initial frame");
+    for _ in 0..50 {
+        app.vote("print", None).await;
+    }
+    sse.until_votes(WAIT, |v| v["print"]["count"] == 50)
+        .await
+        .expect("final count arrives");
+    let metrics = app.get("/metrics").await.text();
+    let sent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sse_frames_total "))
+        .expect("frame counter")
+        .parse()
+        .expect("number");
+    assert!(sent < 50.0, "50 votes produced {sent} frames");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_on_one_replica_shows_on_the_others_stream() {
+    let stack = Stack::fresh().await;
+    let a = TestApp::start_on(&stack, stack.config()).await;
+    let b = TestApp::start_on(&stack, stack.config()).await;
+    let mut sse_b = b.stream().await;
+    sse_b
+        .until_votes(WAIT, |_| true)
+        .await
+        .expect("initial frame");
+
+    assert_eq!(a.vote("stare", None).await.status, StatusCode::OK);
+    let seen = sse_b
+        .until_votes(WAIT, |v| v["stare"]["count"] == 1)
+        .await
+        .expect("replica B learns A's vote");
+    assert_eq!(total_of(&seen), 1);
+
+    assert_eq!(b.vote("ai", None).await.status, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || async { a.total().await == 2 }).await,
+        "replica A learns B's vote"
+    );
+    drop(sse_b);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn streams_end_when_the_server_shuts_down() {
+    let app = TestApp::start().await;
+    let mut sse = app.stream().await;
+    sse.until_votes(WAIT, |_| true)
+        .await
+        .expect("initial frame");
+    let stopping = tokio::spawn(app.stop());
+    assert!(sse.next_event(WAIT).await.is_none(), "stream ends");
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("shutdown completes with a client connected")
+        .expect("task");
+}
