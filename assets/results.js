@@ -1,18 +1,154 @@
-// Live results: apply every `votes` frame of /stream; EventSource reconnects by itself.
+// The projector: applies every frame of /stream. `votes` frames (the /votes
+// JSON) move the bars; `status` frames light the SERVICE DEGRADED sign and
+// update the screen count and version. No polling: when the stream drops,
+// a banner says so and we reconnect, also when the browser itself gives up
+// (EventSource stops for good after an HTTP error from a proxy).
 (() => {
-  const banner = document.getElementById("connection");
-  const total = document.getElementById("total");
-  const source = new EventSource("/stream");
-  source.addEventListener("votes", (event) => {
-    const counts = JSON.parse(event.data);
-    let sum = 0;
-    for (const [key, entry] of Object.entries(counts)) {
-      const li = document.querySelector(`li[data-choice="${key}"] .count`);
-      if (li) li.textContent = entry.count;
-      sum += entry.count;
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const banner = $("connection");
+  const live = $("live");
+  const degraded = $("degraded");
+  const total = $("total");
+  const fmt = new Intl.NumberFormat("en-US");
+  const calm = window.matchMedia("(prefers-reduced-motion: reduce)");
+  // Reconnect backoff after the browser gave up, and the longest silence
+  // we accept once `status` frames (sent every few seconds) have been seen.
+  const RETRY_MIN_MS = 1000;
+  const RETRY_MAX_MS = 15000;
+  const SILENCE_MS = 20000;
+
+  const bars = new Map();
+  for (const li of document.querySelectorAll("#results li[data-choice]")) {
+    bars.set(li.dataset.choice, {
+      li,
+      count: li.querySelector(".count"),
+      pct: li.querySelector(".pct"),
+      fill: li.querySelector(".bar__fill"),
+      shown: Number(li.dataset.count) || 0,
+    });
+  }
+
+  // Counts roll up like a taxi meter instead of jumping (unless motion is reduced).
+  function roll(bar, to) {
+    const from = bar.shown;
+    bar.shown = to;
+    if (calm.matches || from === to || document.hidden) {
+      bar.count.textContent = fmt.format(to);
+      return;
     }
-    total.textContent = sum;
-    banner.hidden = true;
-  });
-  source.addEventListener("error", () => { banner.hidden = false; });
+    const start = performance.now();
+    const step = (now) => {
+      if (bar.shown !== to) return; // a newer frame took over
+      const t = Math.min(1, (now - start) / 700);
+      const eased = 1 - Math.pow(1 - t, 3);
+      bar.count.textContent = fmt.format(Math.round(from + (to - from) * eased));
+      if (t < 1) requestAnimationFrame(step);
+    };
+    requestAnimationFrame(step);
+  }
+
+  function showVotes(counts) {
+    let sum = 0;
+    let max = 0;
+    for (const key of bars.keys()) {
+      const n = counts[key] && Number.isFinite(counts[key].count) ? counts[key].count : 0;
+      sum += n;
+      max = Math.max(max, n);
+    }
+    for (const [key, bar] of bars) {
+      const n = counts[key] && Number.isFinite(counts[key].count) ? counts[key].count : 0;
+      bar.li.dataset.count = String(n);
+      roll(bar, n);
+      bar.pct.textContent = (sum ? Math.round((n * 100) / sum) : 0) + "%";
+      // Bars are relative to the leader so the race is visible; the
+      // percentage beside each one is the honest share.
+      bar.fill.style.transform = "scaleX(" + (max ? n / max : 0) + ")";
+      bar.li.classList.toggle("is-leader", max > 0 && n === max);
+    }
+    total.textContent = fmt.format(sum);
+  }
+
+  function showStatus(s) {
+    const on = Boolean(s.degraded);
+    if (on) {
+      $("failed-count").textContent = fmt.format(Number(s.failed_last_minute) || 0);
+      $("degraded-detail").textContent = typeof s.detail === "string" ? s.detail : "";
+    }
+    if (degraded.hidden === on) degraded.hidden = !on;
+    document.body.classList.toggle("is-degraded", on);
+    if (Number.isFinite(s.watching)) $("watching").textContent = fmt.format(s.watching);
+    if (typeof s.version === "string" && s.version) {
+      const version = $("version");
+      // A new version on screen is the moment mirrord took over: make it visible.
+      if (version.textContent !== s.version) {
+        version.textContent = s.version;
+        version.classList.add("is-new");
+      }
+    }
+  }
+
+  function setOnline(on) {
+    banner.hidden = on;
+    live.textContent = on ? "live" : "reconnecting";
+    document.body.classList.toggle("is-offline", !on);
+  }
+
+  let source = null;
+  let retryMs = RETRY_MIN_MS;
+  let retryTimer = 0;
+  let silenceTimer = 0;
+
+  function heard() {
+    setOnline(true);
+    retryMs = RETRY_MIN_MS;
+  }
+
+  function watchSilence() {
+    clearTimeout(silenceTimer);
+    silenceTimer = setTimeout(() => {
+      // A half-open connection (Wi-Fi roaming, a proxy) delivers nothing and
+      // never errors: start over.
+      setOnline(false);
+      connect();
+    }, SILENCE_MS);
+  }
+
+  function parse(event) {
+    try {
+      return JSON.parse(event.data);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    if (source) source.close();
+    source = new EventSource("/stream");
+    source.addEventListener("open", heard);
+    source.addEventListener("votes", (event) => {
+      const counts = parse(event);
+      if (counts) { heard(); showVotes(counts); }
+    });
+    source.addEventListener("status", (event) => {
+      const s = parse(event);
+      if (s) { heard(); showStatus(s); watchSilence(); }
+    });
+    source.addEventListener("error", () => {
+      setOnline(false);
+      // CONNECTING: the browser retries by itself (the server sends retry: 2000).
+      if (source.readyState === EventSource.CLOSED) {
+        clearTimeout(silenceTimer);
+        retryTimer = setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+      }
+    });
+  }
+
+  // Draw the server-rendered counts at once; the first frame follows.
+  const initial = {};
+  for (const [key, bar] of bars) initial[key] = { count: bar.shown };
+  showVotes(initial);
+  connect();
 })();

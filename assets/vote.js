@@ -1,27 +1,113 @@
-// Progressive enhancement of the vote form: send JSON and show the outcome.
+// Progressive enhancement of the vote form (it works without this file):
+// send the vote as JSON, show a loading state, then either the confirmation
+// or a dialog that says what went wrong, with a retry button.
+// ?referral= and ?conf= come from the form's hidden fields, so every step
+// keeps them.
 (() => {
+  "use strict";
   const form = document.getElementById("vote-form");
   const status = document.getElementById("vote-status");
-  if (!form || !window.fetch) return;
-  form.addEventListener("submit", async (event) => {
+  const confirm = document.getElementById("confirm");
+  const confirmChoice = document.getElementById("confirm-choice");
+  const overlay = document.getElementById("overlay");
+  if (!form || !confirm || !overlay || !window.fetch || typeof overlay.showModal !== "function") {
+    return; // An old browser keeps the plain form post.
+  }
+  const title = document.getElementById("overlay-title");
+  const detail = document.getElementById("overlay-detail");
+  const hint = document.getElementById("overlay-hint");
+  const retry = document.getElementById("retry");
+  const buttons = Array.from(form.querySelectorAll("button[name=choice]"));
+  // Conference Wi-Fi can swallow a request: give up after this long.
+  const TIMEOUT_MS = 10000;
+  let sending = false;
+  let lastButton = null;
+
+  form.addEventListener("submit", (event) => {
+    const button = event.submitter;
+    // Enter in a field (there is none today) or an unknown submitter: let the form post.
+    if (!button || button.name !== "choice") return;
     event.preventDefault();
-    const choice = event.submitter && event.submitter.value;
-    if (!choice) return;
-    const data = new FormData(form);
-    const body = { choice, referral: data.get("referral") || null };
-    status.textContent = "Sending…";
-    try {
-      const resp = await fetch("/vote", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      const answer = await resp.json().catch(() => ({}));
-      status.textContent = resp.ok
-        ? "Thanks! Your vote is counted."
-        : (resp.status >= 500 ? "SERVICE DEGRADED: " : "Error: ") + (answer.detail || resp.status);
-    } catch (err) {
-      status.textContent = "Network error, please try again.";
-    }
+    if (!sending) send(button);
   });
+
+  retry.addEventListener("click", () => {
+    overlay.close();
+    if (lastButton) send(lastButton);
+  });
+  document.getElementById("overlay-close").addEventListener("click", () => overlay.close());
+  overlay.addEventListener("close", () => { if (lastButton) lastButton.focus(); });
+
+  document.getElementById("vote-again").addEventListener("click", () => {
+    confirm.hidden = true;
+    form.hidden = false;
+    status.textContent = "";
+    (lastButton || buttons[0]).focus();
+  });
+
+  function busy(button, on) {
+    sending = on;
+    form.setAttribute("aria-busy", on ? "true" : "false");
+    for (const b of buttons) b.setAttribute("aria-disabled", on ? "true" : "false");
+    button.classList.toggle("is-sending", on);
+  }
+
+  async function send(button) {
+    lastButton = button;
+    const label = button.querySelector(".choice__label").textContent;
+    const referral = form.elements.referral ? form.elements.referral.value : "";
+    const body = { choice: button.value };
+    if (referral) body.referral = referral;
+    busy(button, true);
+    status.textContent = "Sending your vote…";
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
+    let resp;
+    try {
+      resp = await fetch("/vote", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+        signal: abort.signal,
+        credentials: "same-origin",
+      });
+    } catch (err) {
+      clearTimeout(timer);
+      busy(button, false);
+      if (abort.signal.aborted) {
+        fail("No answer", "The server did not answer within 10 seconds.", "Your vote may not have been counted. Try again.", false);
+      } else {
+        fail("No connection", "Your phone could not reach the server.", "Check the Wi-Fi, then try again.", false);
+      }
+      return;
+    }
+    clearTimeout(timer);
+    let answer = {};
+    try { answer = await resp.json(); } catch (err) { /* a proxy's HTML error page: use the status */ }
+    busy(button, false);
+    if (resp.ok) {
+      confirmChoice.textContent = label;
+      form.hidden = true;
+      confirm.hidden = false;
+      status.textContent = "Vote counted: " + label;
+      confirm.focus();
+      return;
+    }
+    const said = typeof answer.detail === "string" ? answer.detail : (resp.statusText || "No detail given.");
+    if (resp.status >= 500) {
+      fail("Service degraded", said, "HTTP " + resp.status + ": the server is up but refusing votes. Your vote was not counted.", true);
+    } else {
+      fail("Vote not counted", said, "HTTP " + resp.status + ".", false);
+    }
+  }
+
+  function fail(heading, text, extra, degraded) {
+    title.textContent = heading;
+    detail.textContent = text;
+    hint.textContent = extra;
+    status.textContent = heading + ": " + text;
+    overlay.classList.toggle("is-degraded", degraded);
+    if (!overlay.open) overlay.showModal();
+    retry.focus();
+  }
 })();

@@ -1,19 +1,148 @@
-//! The admin page (`/admin`): reset the session between talks.
+//! The admin page (`/admin`): reset the session between talks, in two
+//! steps that work without JavaScript: RESET SESSION leads to a
+//! confirmation (`/admin?step=confirm`) whose form posts
+//! `/admin/reset?confirm=yes`; the outcome is rendered by `outcome`.
 
 use maud::{Markup, html};
 
-use super::{Page, layout};
+use super::Page;
+use super::layout::{self, Chrome};
 
-pub fn admin(page: &Page) -> Markup {
+/// Which step of the reset the page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Start,
+    Confirm,
+}
+
+/// What the admin page knows.
+pub struct Admin<'a> {
+    pub page: &'a Page,
+    pub step: Step,
+    /// Votes that a reset would delete.
+    pub total: u64,
+    /// `ADMIN_TOKEN` is set, so the form asks for it.
+    pub token_required: bool,
+}
+
+fn chrome(title: &'static str) -> Chrome<'static> {
+    Chrome {
+        title,
+        class: "page-admin",
+        scripts: &[],
+    }
+}
+
+pub fn admin(view: &Admin) -> Markup {
+    let page = view.page;
     layout::page(
         page,
-        "Admin",
-        &[],
+        &chrome("Admin"),
         html! {
-            h1 { "Admin" }
-            form method="post" action="/admin/reset?confirm=yes" {
-                button type="submit" { "RESET SESSION" }
+            section class="panel" aria-labelledby="admin-title" {
+                h1 id="admin-title" class="panel__title" { "Back office" }
+                p { "Votes in this session: " strong id="admin-total" { (view.total) } }
+                @match view.step {
+                    Step::Start => {
+                        p { "Between talks, reset the session: every vote is deleted from PostgreSQL and Redis; referral partners stay." }
+                        form method="get" action="/admin" {
+                            input type="hidden" name="step" value="confirm";
+                            @if let Some(conf) = page.conference {
+                                input type="hidden" name="conf" value=(conf.key());
+                            }
+                            button type="submit" class="btn btn--danger" { "RESET SESSION" }
+                        }
+                    }
+                    Step::Confirm => {
+                        h2 class="panel__warning" { "Delete all " (view.total) " votes?" }
+                        p { "This cannot be undone. Referral partners are kept." }
+                        form method="post" action=(confirm_action(page)) class="stack" {
+                            @if view.token_required {
+                                label for="token" { "Admin token" }
+                                input type="password" id="token" name="token" required autocomplete="current-password" spellcheck="false";
+                            }
+                            label class="check" {
+                                input type="checkbox" name="referral_cache" value="yes";
+                                " Also empty this replica's referral cache (with several replicas, restart the deployment instead)"
+                            }
+                            p class="actions" {
+                                button type="submit" class="btn btn--danger" { "Yes, reset the session" }
+                                a class="btn btn--ghost" href=(page.link("/admin")) { "Cancel" }
+                            }
+                        }
+                    }
+                }
             }
         },
     )
+}
+
+/// The form target: `confirm=yes` is in the URL as the API requires;
+/// `conf` rides along so the outcome page keeps the branding.
+fn confirm_action(page: &Page) -> String {
+    match page.conference {
+        Some(conf) => format!("/admin/reset?confirm=yes&conf={}", conf.key()),
+        None => "/admin/reset?confirm=yes".into(),
+    }
+}
+
+/// How a reset posted from the form ended.
+pub struct Outcome<'a> {
+    pub page: &'a Page,
+    pub ok: bool,
+    /// The API's message (success) or detail (failure).
+    pub message: String,
+}
+
+pub fn outcome(view: &Outcome) -> Markup {
+    let page = view.page;
+    layout::page(
+        page,
+        &chrome(if view.ok {
+            "Session reset"
+        } else {
+            "Reset failed"
+        }),
+        html! {
+            section class="panel" aria-labelledby="outcome-title" {
+                h1 id="outcome-title" class=(if view.ok { "panel__title" } else { "panel__title panel__title--bad" }) {
+                    @if view.ok { "Session reset" } @else { "Reset failed" }
+                }
+                p id="outcome-message" role="status" { (view.message) }
+                p class="actions" {
+                    a class="btn" href=(page.link("/admin")) { "Back to admin" }
+                    a class="btn btn--ghost" href=(page.link("/results")) { "Live results" }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirm_step_asks_for_the_token_only_when_set() {
+        let page = Page::default();
+        let mut view = Admin {
+            page: &page,
+            step: Step::Confirm,
+            total: 7,
+            token_required: false,
+        };
+        let html = admin(&view).into_string();
+        assert!(html.contains(r#"action="/admin/reset?confirm=yes""#));
+        assert!(html.contains("Delete all 7 votes?"));
+        assert!(!html.contains(r#"name="token""#));
+        view.token_required = true;
+        assert!(admin(&view).into_string().contains(r#"name="token""#));
+        view.step = Step::Start;
+        let start = admin(&view).into_string();
+        assert!(start.contains("RESET SESSION"));
+        assert!(
+            !start.contains("/admin/reset"),
+            "no reset without the confirmation step"
+        );
+    }
 }

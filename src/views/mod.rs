@@ -1,12 +1,20 @@
 //! Server-rendered pages (maud). Each page takes one view struct; `Page`
 //! carries what every page needs (branding, version, the query to keep).
+//! The look (90s New York at night) lives in `assets/app.css`; these
+//! templates only emit semantic HTML, classes and inline SVG, because the
+//! Content-Security-Policy forbids inline styles and scripts.
 
 pub mod admin;
 pub mod layout;
+pub mod qr;
 pub mod results;
+pub mod sign;
 pub mod vote;
 
 use crate::brand::Conference;
+
+/// The seeded partner code printed in the projector's second QR code.
+pub const PARTNER_REFERRAL: &str = "conf-partner-2026";
 
 /// What every page knows about its request.
 #[derive(Debug, Clone, Default)]
@@ -30,5 +38,29 @@ impl Page {
         } else {
             format!("?{query}")
         }
+    }
+
+    /// `path` with this page's context appended.
+    pub fn link(&self, path: &str) -> String {
+        format!("{path}{}", self.carry_query())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carry_query_keeps_referral_and_conf_encoded() {
+        let page = Page {
+            referral: Some("a b&c".into()),
+            conference: Some(Conference::Kubecon),
+            ..Page::default()
+        };
+        assert_eq!(
+            page.link("/results"),
+            "/results?referral=a+b%26c&conf=kubecon"
+        );
+        assert_eq!(Page::default().link("/"), "/");
     }
 }

@@ -1,33 +1,141 @@
-//! The projector page (`/results`): live counts fed by `/stream`.
+//! The projector page (`/results`): five bars fed by the `votes` events of
+//! `/stream`, the SERVICE DEGRADED sign and the screen count fed by its
+//! `status` events (both applied by `results.js`), and the two QR codes.
+//! The first render already shows the current counts, so a projector
+//! whose script fails still shows numbers.
 
 use maud::{Markup, html};
 
-use super::{Page, layout};
+use super::layout::{self, Chrome};
+use super::{Page, qr};
 use crate::poll::{Choice, Counts, QUESTION};
 
 /// What the results page shows before the stream's first frame.
 pub struct Results<'a> {
     pub page: &'a Page,
     pub counts: Counts,
+    /// The plain vote URL printed in the first QR code.
+    pub vote_url: String,
+    /// The same with the partner referral, for the second QR code.
+    pub referral_url: String,
+    /// `/stream` clients of this replica when the page was rendered.
+    pub watching: i64,
+}
+
+/// Whole percent of `n` in `total` (0 when nobody voted yet).
+fn percent(n: u64, total: u64) -> u64 {
+    (n * 100 + total / 2).checked_div(total).unwrap_or(0)
 }
 
 pub fn results(view: &Results) -> Markup {
+    let total = view.counts.total();
     layout::page(
         view.page,
-        "Results",
-        &["results.js"],
+        &Chrome {
+            title: "Results",
+            class: "page-results",
+            scripts: &["results.js"],
+        },
         html! {
-            h1 { (QUESTION) }
-            p id="connection" role="status" hidden { "Connection lost, reconnecting…" }
-            ol id="results" {
-                @for choice in Choice::ALL {
-                    li data-choice=(choice.key()) {
-                        span class="label" { (choice.label()) } ": "
-                        span class="count" { (view.counts.get(choice)) }
+            p id="connection" class="connection" role="status" hidden {
+                span class="connection__title" { "Connection lost" }
+                " "
+                span class="connection__hint" { "Reconnecting by itself…" }
+            }
+            section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
+                h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
+                p class="degraded__stats" {
+                    strong id="failed-count" { "0" } " failed votes in the last minute"
+                }
+                p id="degraded-detail" class="degraded__detail" {}
+            }
+            div class="board" {
+                section class="poll" aria-labelledby="question" {
+                    h1 id="question" class="poll__question" { (QUESTION) }
+                    ol id="results" class="bars" {
+                        @for choice in Choice::ALL {
+                            @let n = view.counts.get(choice);
+                            li class="bar" data-choice=(choice.key()) data-count=(n) {
+                                span class="bar__label" { (choice.label()) }
+                                span class="bar__track" aria-hidden="true" { span class="bar__fill" {} }
+                                span class="bar__value" {
+                                    span class="count" { (n) }
+                                    span class="visually-hidden" { " votes, " }
+                                    span class="pct" { (percent(n, total)) "%" }
+                                }
+                            }
+                        }
+                    }
+                }
+                aside class="scan" aria-label="Scan to vote" {
+                    p class="scan__tag graffiti" aria-hidden="true" { "Vote now!" }
+                    figure class="qr-card" {
+                        (qr::qr_svg(&view.vote_url, "QR code to vote"))
+                        figcaption {
+                            strong { "Scan to vote" }
+                            span class="qr-card__url" { (view.vote_url) }
+                        }
+                    }
+                    figure class="qr-card qr-card--partner" {
+                        (qr::qr_svg(&view.referral_url, "QR code to vote with the partner referral"))
+                        figcaption {
+                            strong { "Partner link" }
+                            span class="qr-card__url" { (view.referral_url) }
+                        }
                     }
                 }
             }
-            p { "Total: " span id="total" { (view.counts.total()) } }
+            dl class="meter" {
+                div class="meter__item meter__item--total" {
+                    dt { "Total votes" }
+                    dd id="total" { (total) }
+                }
+                div class="meter__item" {
+                    dt { "Screens watching" }
+                    dd id="watching" { (view.watching) }
+                }
+                div class="meter__item" {
+                    dt { "Version" }
+                    dd id="version" { (view.page.version) }
+                }
+                div class="meter__item meter__item--live" {
+                    dt { "Stream" }
+                    dd id="live" { "connecting" }
+                }
+            }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(page: &Page) -> Results<'_> {
+        Results {
+            page,
+            counts: Counts([3, 1, 0, 0, 0]),
+            vote_url: "http://vote.example/".into(),
+            referral_url: "http://vote.example/?referral=conf-partner-2026".into(),
+            watching: 2,
+        }
+    }
+
+    #[test]
+    fn renders_counts_percentages_and_both_qr_codes() {
+        let page = Page::default();
+        let html = results(&view(&page)).into_string();
+        assert!(html.contains(r#"data-choice="print" data-count="3""#));
+        assert!(html.contains("75%") && html.contains("25%"));
+        assert_eq!(html.matches(r#"class="qr""#).count(), 2);
+        assert!(html.contains("http://vote.example/?referral=conf-partner-2026"));
+        assert!(!html.contains("style="), "CSP forbids inline styles");
+    }
+
+    #[test]
+    fn percentages_round_and_survive_zero() {
+        assert_eq!(percent(0, 0), 0);
+        assert_eq!(percent(1, 3), 33);
+        assert_eq!(percent(2, 3), 67);
+    }
 }

@@ -1,44 +1,156 @@
-//! The vote page (`/`) and the thank-you page after a no-JavaScript vote.
+//! The vote page (`/`), the thank-you page after a no-JavaScript vote and
+//! the page a refused no-JavaScript vote lands on. The form works without
+//! script; `vote.js` enhances it (JSON, loading state, confirmation, and the
+//! failure dialog whose markup is rendered here, hidden).
 
 use maud::{Markup, html};
 
-use super::{Page, layout};
+use super::Page;
+use super::layout::{self, Chrome};
 use crate::poll::{Choice, QUESTION};
 
 /// The vote form: one button per choice; hidden fields keep referral and conf.
 pub fn vote(page: &Page) -> Markup {
     layout::page(
         page,
-        "Vote",
-        &["vote.js"],
+        &Chrome {
+            title: "Vote",
+            class: "page-vote",
+            scripts: &["vote.js"],
+        },
         html! {
-            h1 { (QUESTION) }
-            form method="post" action="/vote" id="vote-form" {
+            section class="question" aria-labelledby="question" {
+                p class="kicker" { "Tonight's question" }
+                h1 id="question" { (QUESTION) }
+                @if let Some(referral) = &page.referral {
+                    p class="referral" { "Referral code: " strong { (referral) } }
+                }
+            }
+            form method="post" action="/vote" id="vote-form" class="choices" aria-labelledby="question" {
                 @if let Some(referral) = &page.referral {
                     input type="hidden" name="referral" value=(referral);
                 }
                 @if let Some(conf) = page.conference {
                     input type="hidden" name="conf" value=(conf.key());
                 }
-                @for choice in Choice::ALL {
-                    button type="submit" name="choice" value=(choice.key()) { (choice.label()) }
+                @for (n, choice) in Choice::ALL.iter().enumerate() {
+                    button type="submit" name="choice" value=(choice.key()) class="choice" {
+                        span class="choice__num" aria-hidden="true" { (n + 1) }
+                        span class="choice__label" { (choice.label()) }
+                    }
                 }
             }
-            p id="vote-status" role="status" aria-live="polite" {}
+            p id="vote-status" class="vote-status" role="status" aria-live="polite" {}
+            (confirmation(page))
+            (failure_dialog())
         },
     )
+}
+
+/// Shown by `vote.js` after an accepted vote (the choice is filled in).
+fn confirmation(page: &Page) -> Markup {
+    html! {
+        section id="confirm" class="confirm" hidden aria-labelledby="confirm-title" tabindex="-1" {
+            h2 id="confirm-title" class="graffiti" { "Vote counted!" }
+            p class="confirm__choice" { "You picked: " strong id="confirm-choice" {} }
+            p class="actions" {
+                a class="btn" href=(page.link("/results")) { "See the live results" }
+                button type="button" id="vote-again" class="btn btn--ghost" { "Vote again" }
+            }
+        }
+    }
+}
+
+/// The dialog `vote.js` opens when a vote fails; it says what happened.
+fn failure_dialog() -> Markup {
+    html! {
+        dialog id="overlay" class="overlay" role="alertdialog" aria-labelledby="overlay-title" aria-describedby="overlay-detail overlay-hint" {
+            h2 id="overlay-title" class="overlay__title" { "Vote not counted" }
+            p id="overlay-detail" class="overlay__detail" {}
+            p id="overlay-hint" class="overlay__hint" {}
+            p class="actions" {
+                button type="button" id="retry" class="btn" { "Try again" }
+                button type="button" id="overlay-close" class="btn btn--ghost" { "Close" }
+            }
+        }
+    }
 }
 
 /// Confirmation for a vote posted as a plain form.
 pub fn thanks(page: &Page, choice: Choice) -> Markup {
     layout::page(
         page,
-        "Thanks",
-        &[],
+        &Chrome {
+            title: "Thanks",
+            class: "page-thanks",
+            scripts: &[],
+        },
         html! {
-            h1 { "Thanks for voting!" }
-            p { "Your vote: " strong { (choice.label()) } }
-            p { a href=(format!("/{}", page.carry_query())) { "Vote again" } " · " a href=(format!("/results{}", page.carry_query())) { "See the results" } }
+            section class="confirm" aria-labelledby="thanks-title" {
+                h1 id="thanks-title" class="graffiti" { "Vote counted!" }
+                p class="confirm__choice" { "You picked: " strong { (choice.label()) } }
+                p class="actions" {
+                    a class="btn" href=(page.link("/results")) { "See the live results" }
+                    a class="btn btn--ghost" href=(page.link("/")) { "Vote again" }
+                }
+            }
+        },
+    )
+}
+
+/// Why a no-JavaScript vote was refused, answered with the API's status.
+pub struct Refused<'a> {
+    pub page: &'a Page,
+    /// The choice to offer again, when the form named a valid one.
+    pub choice: Option<Choice>,
+    /// HTTP status code of the answer.
+    pub status: u16,
+    /// The API's `detail` sentence.
+    pub detail: String,
+}
+
+/// The page a refused form vote shows: what happened, and a retry button
+/// that posts the same vote again.
+pub fn refused(view: &Refused) -> Markup {
+    let degraded = view.status >= 500;
+    let page = view.page;
+    layout::page(
+        page,
+        &Chrome {
+            title: if degraded {
+                "Service degraded"
+            } else {
+                "Vote not counted"
+            },
+            class: "page-refused",
+            scripts: &[],
+        },
+        html! {
+            section class=(if degraded { "failure failure--degraded" } else { "failure" }) aria-labelledby="failure-title" {
+                h1 id="failure-title" class="failure__title" {
+                    @if degraded { "Service degraded" } @else { "Vote not counted" }
+                }
+                p class="failure__detail" { (view.detail) }
+                p class="failure__hint" {
+                    "HTTP " (view.status) ": your vote was not counted. "
+                    @if degraded { "The server is up but refusing votes right now." }
+                }
+                @if let Some(choice) = view.choice {
+                    form method="post" action="/vote" class="actions" {
+                        input type="hidden" name="choice" value=(choice.key());
+                        @if let Some(referral) = &page.referral {
+                            input type="hidden" name="referral" value=(referral);
+                        }
+                        @if let Some(conf) = page.conference {
+                            input type="hidden" name="conf" value=(conf.key());
+                        }
+                        button type="submit" class="btn" { "Try again: " (choice.label()) }
+                        a class="btn btn--ghost" href=(page.link("/")) { "Back to the question" }
+                    }
+                } @else {
+                    p class="actions" { a class="btn" href=(page.link("/")) { "Back to the question" } }
+                }
+            }
         },
     )
 }
@@ -57,5 +169,48 @@ mod tests {
         assert!(!html.contains("<script>alert"));
         assert!(html.contains("&quot;&gt;&lt;script&gt;"));
         assert_eq!(html.matches("name=\"choice\"").count(), 5);
+    }
+
+    #[test]
+    fn pages_carry_no_inline_style_or_script() {
+        let page = Page {
+            referral: Some("conf-partner-2026".into()),
+            conference: Some(crate::brand::Conference::Lisbon),
+            version: "1.2.3".into(),
+        };
+        let view = Refused {
+            page: &page,
+            choice: Some(Choice::Ai),
+            status: 503,
+            detail: "Service degraded: referral cache exhausted (11 entries).".into(),
+        };
+        for html in [
+            vote(&page).into_string(),
+            thanks(&page, Choice::Stare).into_string(),
+            refused(&view).into_string(),
+        ] {
+            assert!(!html.contains("style="), "inline style");
+            assert!(!html.contains("<style"), "style block");
+            assert!(!html.contains("<script>"), "inline script");
+            assert!(
+                html.contains("referral=conf-partner-2026&amp;conf=lisbon"),
+                "context kept in links"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_form_vote_names_the_problem_and_offers_the_same_vote() {
+        let page = Page::default();
+        let html = refused(&Refused {
+            page: &page,
+            choice: Some(Choice::Revert),
+            status: 503,
+            detail: "Service degraded: referral cache exhausted (11 entries).".into(),
+        })
+        .into_string();
+        assert!(html.contains("Service degraded"));
+        assert!(html.contains("referral cache exhausted (11 entries)"));
+        assert!(html.contains(r#"name="choice" value="revert""#));
     }
 }

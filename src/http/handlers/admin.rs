@@ -1,4 +1,6 @@
-//! `POST /admin/reset?confirm=yes[&referral_cache=yes]`.
+//! `POST /admin/reset?confirm=yes[&referral_cache=yes]`: JSON for API
+//! clients (token in `Authorization: Bearer`), an HTML page for the admin
+//! page's form (token in the `token` field).
 
 use std::sync::Arc;
 
@@ -9,37 +11,93 @@ use serde::Deserialize;
 use tracing::info;
 
 use crate::http::AppState;
-use crate::http::body::{self, Body};
+use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
+use crate::http::handlers::pages;
 
 #[derive(Debug, Default, Deserialize)]
 struct ResetQuery {
     confirm: Option<String>,
     referral_cache: Option<String>,
+    /// Branding of the admin page, so its outcome page keeps it.
+    conf: Option<String>,
+}
+
+/// What the admin page's form posts (a browser cannot set `Authorization`).
+#[derive(Debug, Default, Deserialize)]
+struct ResetForm {
+    token: Option<String>,
+    referral_cache: Option<String>,
+}
+
+impl Strings for ResetForm {
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        [self.token.as_ref(), self.referral_cache.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
 }
 
 pub async fn reset(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let query: ResetQuery = body::query(req.uri().query());
+    if body::encoding(&req).ok() != Some(Encoding::Form) {
+        // The API: token in the header, options in the query, JSON answer.
+        let token = bearer(&req).map(str::to_owned);
+        let message = run_reset(state, token.as_deref(), &query, None).await?;
+        return Ok(body::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "success", "message": message }),
+        ));
+    }
+    // The admin page's form: the same checks, answered with a page.
+    let header_token = bearer(&req).map(str::to_owned);
+    let form = match body::read(req).await {
+        Ok(bytes) => body::decode::<ResetForm>(Encoding::Form, &bytes),
+        Err(e) => Err(e),
+    };
+    let result = match form {
+        Ok(form) => {
+            let token = header_token.or(form.token.clone());
+            run_reset(state, token.as_deref(), &query, Some(&form)).await
+        }
+        Err(e) => Err(e),
+    };
+    Ok(pages::reset_outcome(state, query.conf.as_deref(), result))
+}
+
+/// The `Bearer` token of the request, if any.
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Checks the token and the confirmation, then resets; returns the message.
+async fn run_reset(
+    state: &AppState,
+    token: Option<&str>,
+    query: &ResetQuery,
+    form: Option<&ResetForm>,
+) -> Result<String, ApiError> {
     if let Some(expected) = &state.config.admin_token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = token.unwrap_or("");
         if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             return Err(ApiError::Unauthorized);
         }
     }
-    let query: ResetQuery = body::query(req.uri().query());
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
     state.actors.writer.reset().await?;
     let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
-    if query.referral_cache.as_deref() == Some("yes") {
+    let clear_cache = query.referral_cache.as_deref() == Some("yes")
+        || form.and_then(|f| f.referral_cache.as_deref()) == Some("yes");
+    if clear_cache {
         // Only this process's cache: with several replicas, restart the deployment.
         let entries = state
             .actors
@@ -52,10 +110,7 @@ pub async fn reset(
         ));
     }
     info!("{message}");
-    Ok(body::json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": "success", "message": message }),
-    ))
+    Ok(message)
 }
 
 /// Compares without an early exit, so timing does not reveal the token.

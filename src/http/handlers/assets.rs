@@ -29,6 +29,17 @@ const ASSETS: &[Asset] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("vote.js", "text/javascript; charset=utf-8"),
     asset!("results.js", "text/javascript; charset=utf-8"),
+    asset!("fonts/bungee.woff2", "font/woff2"),
+    asset!("fonts/sedgwick-ave-display.woff2", "font/woff2"),
+    // The OFL asks that the licence travel with the fonts.
+    asset!("fonts/bungee-OFL.txt", "text/plain; charset=utf-8"),
+    asset!(
+        "fonts/sedgwick-ave-display-OFL.txt",
+        "text/plain; charset=utf-8"
+    ),
+    asset!("img/favicon.svg", "image/svg+xml"),
+    asset!("img/skyline.svg", "image/svg+xml"),
+    asset!("img/taxi.svg", "image/svg+xml"),
 ];
 
 /// ETags computed once, in `ASSETS` order.
@@ -73,4 +84,51 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::{self, Page};
+
+    /// Every `/static/…` path in `text`.
+    fn static_paths(text: &str) -> Vec<&str> {
+        text.match_indices("/static/")
+            .map(|(at, _)| {
+                let rest = &text[at + "/static/".len()..];
+                let end = rest.find(['"', '\'', ')', ' ']).unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_referenced_asset_is_in_the_table() {
+        let page = Page::default();
+        let css = std::str::from_utf8(ASSETS[0].bytes).expect("CSS is UTF-8");
+        let pages = [
+            css.to_owned(),
+            views::vote::vote(&page).into_string(),
+            views::vote::thanks(&page, crate::poll::Choice::Ai).into_string(),
+        ];
+        let mut seen = 0;
+        for text in &pages {
+            for path in static_paths(text) {
+                assert!(
+                    ASSETS.iter().any(|a| a.path == path),
+                    "{path} is not served"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "found only {seen} references");
+    }
+
+    #[test]
+    fn fonts_are_woff2() {
+        for asset in ASSETS.iter().filter(|a| a.path.ends_with(".woff2")) {
+            assert_eq!(&asset.bytes[..4], b"wOF2", "{}", asset.path);
+            assert_eq!(asset.content_type, "font/woff2");
+        }
+    }
 }

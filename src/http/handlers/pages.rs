@@ -1,35 +1,45 @@
-//! HTML pages: `/`, `/thanks`, `/results`, `/admin`.
+//! HTML pages: `/`, `/thanks`, `/results`, `/admin`, plus the HTML answers
+//! of form posts (`POST /vote`, `POST /admin/reset`) that `vote` and `admin`
+//! hand over here, so every page is built from the same `Page` context.
 
 use std::sync::Arc;
 
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::brand::Conference;
 use crate::http::AppState;
 use crate::http::body::{self, Body};
+use crate::http::error::ApiError;
 use crate::poll::Choice;
-use crate::views::{self, Page};
+use crate::views::{self, PARTNER_REFERRAL, Page};
+
+/// Longest `Host` header used to build QR URLs (a DNS name is at most 253).
+const MAX_HOST_CHARS: usize = 260;
 
 #[derive(Debug, Default, Deserialize)]
 struct PageQuery {
     referral: Option<String>,
     conf: Option<String>,
     choice: Option<String>,
+    step: Option<String>,
+}
+
+/// The page context for a `referral` and `conf` from a URL or form.
+pub fn page_with(state: &AppState, referral: Option<&str>, conf: Option<&str>) -> Page {
+    Page {
+        version: state.config.app_version.clone(),
+        conference: conf
+            .and_then(Conference::from_key)
+            .or(state.config.conference),
+        referral: referral.filter(|r| !r.is_empty()).map(str::to_owned),
+    }
 }
 
 fn page_for<B>(state: &AppState, req: &Request<B>) -> (Page, PageQuery) {
     let query: PageQuery = body::query(req.uri().query());
-    let conference = query
-        .conf
-        .as_deref()
-        .and_then(Conference::from_key)
-        .or(state.config.conference);
-    let page = Page {
-        version: state.config.app_version.clone(),
-        conference,
-        referral: query.referral.clone().filter(|r| !r.is_empty()),
-    };
+    let page = page_with(state, query.referral.as_deref(), query.conf.as_deref());
     (page, query)
 }
 
@@ -46,20 +56,144 @@ pub fn thanks<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
         .and_then(|c| c.parse::<Choice>().ok())
     {
         Some(choice) => body::html(StatusCode::OK, views::vote::thanks(&page, choice)),
-        None => body::see_other(&format!("/{}", page.carry_query())),
+        None => body::see_other(&page.link("/")),
     }
 }
 
 pub fn results<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
-    let (page, _) = page_for(state, req);
+    let (page, query) = page_for(state, req);
+    let base = public_base(state, req);
+    // A `?conf=` on the projector's URL is the only branding the phones would
+    // not get from CONFERENCE, so the QR codes carry it.
+    let conf = query
+        .conf
+        .as_deref()
+        .and_then(Conference::from_key)
+        .filter(|c| Some(*c) != state.config.conference)
+        .map(|c| c.key());
+    let vote_url = |referral: Option<&str>| {
+        let query = serde_urlencoded::to_string([("referral", referral), ("conf", conf)])
+            .unwrap_or_default();
+        if query.is_empty() {
+            format!("{base}/")
+        } else {
+            format!("{base}/?{query}")
+        }
+    };
     let view = views::results::Results {
         page: &page,
         counts: state.view.current().counts,
+        vote_url: vote_url(None),
+        referral_url: vote_url(Some(PARTNER_REFERRAL)),
+        watching: state.metrics.sse_clients.get(),
     };
     body::html(StatusCode::OK, views::results::results(&view))
 }
 
 pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
-    let (page, _) = page_for(state, req);
-    body::html(StatusCode::OK, views::admin::admin(&page))
+    let (page, query) = page_for(state, req);
+    let step = match query.step.as_deref() {
+        Some("confirm") => views::admin::Step::Confirm,
+        _ => views::admin::Step::Start,
+    };
+    let view = views::admin::Admin {
+        page: &page,
+        step,
+        total: state.view.current().counts.total(),
+        token_required: state.config.admin_token.is_some(),
+    };
+    body::html(StatusCode::OK, views::admin::admin(&view))
+}
+
+/// The HTML answer to a refused form vote: same status as the JSON API,
+/// same `Retry-After` on a 503, and a button that posts the vote again.
+pub fn vote_refused(
+    state: &AppState,
+    choice: Option<&str>,
+    referral: Option<&str>,
+    conf: Option<&str>,
+    error: &ApiError,
+) -> Response<Body> {
+    let page = page_with(state, referral, conf);
+    let view = views::vote::Refused {
+        page: &page,
+        choice: choice.and_then(|c| c.parse().ok()),
+        status: error.status().as_u16(),
+        detail: error.to_string(),
+    };
+    let mut resp = body::html(error.status(), views::vote::refused(&view));
+    if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// The HTML answer to a reset posted from the admin form.
+pub fn reset_outcome(
+    state: &AppState,
+    conf: Option<&str>,
+    result: Result<String, ApiError>,
+) -> Response<Body> {
+    let page = page_with(state, None, conf);
+    let (status, ok, message) = match result {
+        Ok(message) => (StatusCode::OK, true, message),
+        Err(e) => (e.status(), false, e.to_string()),
+    };
+    let view = views::admin::Outcome {
+        page: &page,
+        ok,
+        message,
+    };
+    body::html(status, views::admin::outcome(&view))
+}
+
+/// Base URL for the QR codes: `PUBLIC_URL`, else the scheme and `Host` the
+/// request came with (checked, so a forged header cannot inject markup or
+/// point the code elsewhere than a plain host name).
+fn public_base<B>(state: &AppState, req: &Request<B>) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.clone();
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| is_plain_host(h))
+        .unwrap_or("localhost:8000");
+    // Behind the TLS-terminating ingress the app itself only sees http.
+    let scheme = match req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+/// A host name or address with an optional port, nothing else.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_HOST_CHARS
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_host;
+
+    #[test]
+    fn only_plain_hosts_reach_the_qr_codes() {
+        assert!(is_plain_host("vote.example.org"));
+        assert!(is_plain_host("127.0.0.1:8000"));
+        assert!(is_plain_host("[::1]:8000"));
+        assert!(!is_plain_host(""));
+        assert!(!is_plain_host("evil.example/\"><script>"));
+        assert!(!is_plain_host("user@host"));
+        assert!(!is_plain_host(&"a".repeat(300)));
+    }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
+use crate::http::handlers::pages;
 use crate::poll::Choice;
 
 /// Longest referral code accepted (partner codes are far shorter).
@@ -49,18 +50,27 @@ pub async fn vote(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let encoding = body::encoding(&req)?;
-    let bytes = body::read(req).await?;
-    let input: VoteInput = body::decode(encoding, &bytes)?;
-    let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
-    // An empty referral is the same as none (SPEC §4).
-    let referral = input.referral.filter(|r| !r.is_empty());
-    if let Some(code) = &referral {
-        if code.chars().count() > MAX_REFERRAL_CHARS {
-            return Err(ApiError::ReferralTooLong(MAX_REFERRAL_CHARS));
+    let input = match read_input(encoding, req).await {
+        Ok(input) => input,
+        // A browser posting the plain form gets a page, not JSON.
+        Err(e) if encoding == Encoding::Form => {
+            return Ok(pages::vote_refused(state, None, None, None, &e));
         }
-        state.actors.referral.validate(code).await?;
-    }
-    state.actors.writer.record(choice, referral.clone()).await?;
+        Err(e) => return Err(e),
+    };
+    let (choice, referral) = match record(state, &input).await {
+        Ok(accepted) => accepted,
+        Err(e) if encoding == Encoding::Form => {
+            return Ok(pages::vote_refused(
+                state,
+                Some(&input.choice),
+                input.referral.as_deref(),
+                input.conf.as_deref(),
+                &e,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
 
     Ok(match encoding {
         Encoding::Json => body::json(
@@ -80,6 +90,26 @@ pub async fn vote(
             body::see_other(&format!("/thanks?{query}"))
         }
     })
+}
+
+async fn read_input(encoding: Encoding, req: Request<Incoming>) -> Result<VoteInput, ApiError> {
+    let bytes = body::read(req).await?;
+    body::decode(encoding, &bytes)
+}
+
+/// Validates and stores one vote; answers only after the commit.
+async fn record(state: &AppState, input: &VoteInput) -> Result<(Choice, Option<String>), ApiError> {
+    let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
+    // An empty referral is the same as none (SPEC §4).
+    let referral = input.referral.clone().filter(|r| !r.is_empty());
+    if let Some(code) = &referral {
+        if code.chars().count() > MAX_REFERRAL_CHARS {
+            return Err(ApiError::ReferralTooLong(MAX_REFERRAL_CHARS));
+        }
+        state.actors.referral.validate(code).await?;
+    }
+    state.actors.writer.record(choice, referral.clone()).await?;
+    Ok((choice, referral))
 }
 
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {

@@ -1,0 +1,379 @@
+// The pages, tested as a person uses them: Debian's Chromium, headless,
+// driven by playwright-core against the real vote-api binary that
+// scripts/browser-test started (BASE_URL). Tests run in order and share
+// one browser; each opens its own context (phone, projector, no script).
+// Every request of every page is recorded: none may leave the origin.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.BASE_URL;
+const ADMIN_TOKEN = process.env.ADMIN_TOKEN || "";
+const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+if (!BASE) throw new Error("BASE_URL is not set: run through scripts/browser-test");
+const ORIGIN = new URL(BASE).origin;
+
+const PARTNER = "conf-partner-2026";
+const LABELS = {
+  print: "Add more print statements",
+  stare: "Stare at the code until it confesses",
+  ai: "Ask an AI to explain it",
+  revert: "Revert and pretend it never happened",
+  restart: "Turn it off and on again",
+};
+const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
+const SMALL_PHONE = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true };
+const PROJECTOR = { viewport: { width: 1920, height: 1080 } };
+
+let browser;
+const contexts = [];
+const foreign = []; // requests to any other origin
+const problems = []; // script errors and CSP violations
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright adds --headless and a fresh --user-data-dir of its own.
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  for (const ctx of contexts) await ctx.close().catch(() => {});
+  if (browser) await browser.close();
+});
+
+/** A browser context whose every request and console error is recorded. */
+async function open(options = {}) {
+  const ctx = await browser.newContext({ baseURL: BASE, ...options });
+  const origin = new URL(options.baseURL || BASE).origin;
+  contexts.push(ctx);
+  ctx.on("request", (req) => {
+    const url = req.url();
+    if (!url.startsWith("data:") && new URL(url).origin !== origin) foreign.push(url);
+  });
+  ctx.on("page", watch);
+  const page = await ctx.newPage();
+  return { ctx, page };
+}
+
+function watch(page) {
+  page.on("pageerror", (err) => problems.push(`${page.url()}: ${err.message}`));
+  page.on("console", (msg) => {
+    // Refused votes log "Failed to load resource: 503" by design; a CSP
+    // violation or a script error is a bug.
+    if (msg.type() === "error" && !/Failed to load resource/.test(msg.text())) {
+      problems.push(`${page.url()}: ${msg.text()}`);
+    }
+  });
+}
+
+/**
+ * A TCP proxy in front of the app, so a test can do what mirrord and the
+ * ingress do on stage: reset every open connection, answer 502 for a while,
+ * then let traffic through again.
+ */
+function startProxy(target) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  let down = false;
+  const track = (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+  };
+  const server = net.createServer((client) => {
+    track(client);
+    if (down) {
+      client.once("data", () =>
+        client.end("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 11\r\nconnection: close\r\n\r\nBad Gateway"),
+      );
+      return;
+    }
+    const upstream = net.connect(Number(port), hostname);
+    track(upstream);
+    upstream.on("close", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        outage() {
+          down = true;
+          for (const s of sockets) s.destroy();
+        },
+        restore() {
+          down = false;
+        },
+        close() {
+          for (const s of sockets) s.destroy();
+          return new Promise((done) => server.close(done));
+        },
+      }),
+    ),
+  );
+}
+
+async function api(path, init = {}) {
+  const resp = await fetch(BASE + path, init);
+  const text = await resp.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: resp.status, json, text };
+}
+
+const counts = async () => (await api("/votes")).json;
+const total = async () => Object.values(await counts()).reduce((s, e) => s + e.count, 0);
+
+function vote(choice, referral) {
+  return api("/vote", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(referral ? { choice, referral } : { choice }),
+  });
+}
+
+function reset({ referralCache = false } = {}) {
+  const query = referralCache ? "?confirm=yes&referral_cache=yes" : "?confirm=yes";
+  return api("/admin/reset" + query, {
+    method: "POST",
+    headers: ADMIN_TOKEN ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {},
+  });
+}
+
+/** Posts `n` votes for each choice, a few at a time, like a busy room. */
+async function crowd(spread) {
+  const queue = Object.entries(spread).flatMap(([choice, n]) => Array(n).fill(choice));
+  for (let i = 0; i < queue.length; i += 25) {
+    const answers = await Promise.all(queue.slice(i, i + 25).map((c) => vote(c)));
+    for (const a of answers) assert.equal(a.status, 200, a.text);
+  }
+}
+
+test("vote page with JavaScript: tap a choice, see the confirmation, the vote is counted", async () => {
+  const { page } = await open(SMALL_PHONE);
+  const before = (await counts()).ai.count;
+  await page.goto("/?conf=kubecon");
+  assert.match(await page.title(), /KubeCon · New York/);
+  assert.equal(await page.locator("html").getAttribute("lang"), "en");
+  // Mobile first: nothing wider than a 360 px phone, thumb-sized buttons.
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 360), "no sideways scroll at 360 px");
+  const buttons = page.locator("button[name=choice]");
+  assert.equal(await buttons.count(), 5);
+  for (const box of await buttons.evaluateAll((els) => els.map((e) => e.getBoundingClientRect().toJSON()))) {
+    assert.ok(box.height >= 48 && box.width >= 48, `tap target ${box.width}x${box.height}`);
+  }
+
+  await page.getByRole("button", { name: LABELS.ai }).tap();
+  const heading = page.getByRole("heading", { name: "Vote counted!" });
+  await heading.waitFor({ timeout: 5000 });
+  assert.equal(await page.locator("#confirm-choice").textContent(), LABELS.ai);
+  assert.equal(await page.evaluate(() => document.activeElement.id), "confirm", "focus moves to the confirmation");
+  const results = await page.getByRole("link", { name: "See the live results" }).getAttribute("href");
+  assert.equal(results, "/results?conf=kubecon");
+  assert.equal((await counts()).ai.count, before + 1);
+
+  // "Vote again" brings the form back.
+  await page.getByRole("button", { name: "Vote again" }).tap();
+  await buttons.first().waitFor({ state: "visible" });
+});
+
+test("vote page without JavaScript: the form posts, 303 to a thank-you page; referral and conf survive", async () => {
+  const { page } = await open({ ...SMALL_PHONE, javaScriptEnabled: false });
+  const before = (await counts()).revert.count;
+  await page.goto(`/?referral=${PARTNER}&conf=lisbon`);
+  const posted = page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/vote"));
+  await page.getByRole("button", { name: LABELS.revert }).tap();
+  assert.equal((await posted).status(), 303);
+  await page.waitForURL(/\/thanks\?/);
+  const url = new URL(page.url());
+  assert.equal(url.searchParams.get("choice"), "revert");
+  assert.equal(url.searchParams.get("referral"), PARTNER);
+  assert.equal(url.searchParams.get("conf"), "lisbon");
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor();
+  assert.match(await page.locator("main").textContent(), /Revert and pretend it never happened/);
+  for (const name of ["See the live results", "Vote again"]) {
+    const href = await page.getByRole("link", { name }).getAttribute("href");
+    assert.match(href, new RegExp(`\\?referral=${PARTNER}&conf=lisbon$`), name);
+  }
+  assert.equal((await counts()).revert.count, before + 1);
+});
+
+test("results page shows a vote posted by another client within 2 s, without polling", async () => {
+  const { page } = await open(PROJECTOR);
+  const fetched = [];
+  page.on("request", (req) => fetched.push(new URL(req.url()).pathname));
+  await page.goto("/results");
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator("#connection").isHidden(), true);
+
+  const before = await counts();
+  const sum = Object.values(before).reduce((s, e) => s + e.count, 0);
+  const started = Date.now();
+  assert.equal((await vote("stare")).status, 200);
+  await page.waitForFunction(
+    (n) => document.querySelector('li[data-choice="stare"]').dataset.count === String(n),
+    before.stare.count + 1,
+    { timeout: 2000 },
+  );
+  const took = Date.now() - started;
+  // The visible number rolls up to the new count; the total follows.
+  await page.locator('li[data-choice="stare"] .count', { hasText: String(before.stare.count + 1) }).waitFor({ timeout: 2000 });
+  assert.equal(await page.locator("#total").textContent(), String(sum + 1));
+  assert.ok(took < 2000, `took ${took} ms`);
+
+  // Both QR codes, drawn server-side from the request's Host.
+  const qr = page.locator("svg.qr");
+  assert.equal(await qr.count(), 2);
+  const urls = await page.locator(".qr-card__url").allTextContents();
+  assert.deepEqual(urls, [`${BASE}/`, `${BASE}/?referral=${PARTNER}`]);
+  assert.equal(await page.locator("#version").textContent(), "browser-test");
+
+  assert.equal(fetched.filter((p) => p === "/stream").length, 1, "one stream");
+  assert.equal(fetched.filter((p) => p === "/votes").length, 0, "no polling");
+});
+
+test("results page: when the stream drops the banner shows, and the page reconnects by itself, also after 502s", async () => {
+  const proxy = await startProxy(BASE);
+  try {
+    const { page } = await open({ ...PROJECTOR, baseURL: proxy.url });
+    await page.goto("/results");
+    await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+
+    // Connections reset, then the proxy answers 502: EventSource gives up for good after that.
+    const refused = page.waitForResponse((r) => r.url().endsWith("/stream") && r.status() === 502, { timeout: 8000 });
+    proxy.outage();
+    await page.locator("#connection").waitFor({ state: "visible", timeout: 5000 });
+    assert.match(await page.locator("#connection").textContent(), /Connection lost/);
+    const before = (await counts()).print.count;
+    assert.equal((await vote("print")).status, 200);
+    await refused;
+
+    proxy.restore();
+    await page.locator("#connection").waitFor({ state: "hidden", timeout: 10000 });
+    await page.waitForFunction(
+      (n) => document.querySelector('li[data-choice="print"]').dataset.count === String(n),
+      before + 1,
+      { timeout: 5000 },
+    );
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("admin page: RESET SESSION asks for confirmation and the token, then says what happened", async () => {
+  assert.equal((await vote("restart")).status, 200);
+  const { page } = await open(SMALL_PHONE);
+  await page.goto("/admin");
+  await page.getByRole("button", { name: "RESET SESSION" }).tap();
+  await page.waitForURL(/step=confirm/);
+  await page.getByRole("heading", { name: /Delete all \d+ votes\?/ }).waitFor();
+  assert.ok((await total()) > 0, "nothing deleted before the confirmation");
+
+  await page.getByLabel("Admin token").fill("wrong-token");
+  let answer = page.waitForResponse((r) => r.url().includes("/admin/reset"));
+  await page.getByRole("button", { name: "Yes, reset the session" }).tap();
+  assert.equal((await answer).status(), 401);
+  await page.getByRole("heading", { name: "Reset failed" }).waitFor();
+  assert.match(await page.locator("#outcome-message").textContent(), /admin token/i);
+  assert.ok((await total()) > 0, "a wrong token deletes nothing");
+
+  await page.goto("/admin?step=confirm");
+  await page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+  answer = page.waitForResponse((r) => r.url().includes("/admin/reset"));
+  await page.getByRole("button", { name: "Yes, reset the session" }).tap();
+  assert.equal((await answer).status(), 200);
+  await page.getByRole("heading", { name: "Session reset" }).waitFor();
+  assert.match(await page.locator("#outcome-message").textContent(), /all votes deleted/);
+  assert.equal(await total(), 0);
+});
+
+test("screenshots: the vote page on a phone and the results on a projector", async () => {
+  await crowd({ print: 23, stare: 41, ai: 67, revert: 12, restart: 35 });
+  const phone = await open({ ...PHONE, reducedMotion: "reduce" });
+  await phone.page.goto("/?conf=sreday");
+  await phone.page.evaluate(() => document.fonts.ready);
+  await phone.page.screenshot({ path: join(SHOTS, "vote.png") });
+
+  const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
+  await wall.page.goto("/results?conf=sreday");
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.evaluate(() => document.fonts.ready);
+  await wall.page.screenshot({ path: join(SHOTS, "results.png") });
+  // The projector fits its screen: no scrolling at 1920x1080.
+  const { w, h } = await wall.page.evaluate(() => ({
+    w: document.documentElement.scrollWidth,
+    h: document.documentElement.scrollHeight,
+  }));
+  assert.ok(w <= 1920 && h <= 1080, `results page is ${w}x${h}`);
+});
+
+test("after 10 referral votes the vote page shows the degraded overlay and /results lights SERVICE DEGRADED within 2 s", async () => {
+  // A fresh referral cache, whatever ran before.
+  assert.equal((await reset({ referralCache: true })).status, 200);
+  await crowd({ print: 18, stare: 29, ai: 44, revert: 9, restart: 25 });
+  const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
+  await wall.page.goto("/results");
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  assert.equal(await wall.page.locator("#degraded").isHidden(), true, "dark while votes succeed");
+
+  for (let i = 1; i <= 10; i++) {
+    const answer = await vote("ai", PARTNER);
+    assert.equal(answer.status, 200, `referral vote ${i}: ${answer.text}`);
+  }
+
+  const phone = await open({ ...PHONE, reducedMotion: "reduce" });
+  await phone.page.goto(`/?referral=${PARTNER}`);
+  const before = await total();
+  const tapped = Date.now();
+  await phone.page.getByRole("button", { name: LABELS.stare }).tap();
+  const dialog = phone.page.getByRole("alertdialog");
+  await dialog.waitFor({ timeout: 5000 });
+  assert.equal(await phone.page.locator("#overlay-title").textContent(), "Service degraded");
+  assert.match(await phone.page.locator("#overlay-detail").textContent(), /referral cache exhausted \(\d+ entries\)/);
+  assert.equal(await phone.page.evaluate(() => document.activeElement.id), "retry", "focus on Try again");
+  assert.equal(await total(), before, "the refused vote is not counted");
+
+  await wall.page.locator("#degraded").waitFor({ state: "visible", timeout: Math.max(0, 2000 - (Date.now() - tapped)) + 100 });
+  assert.ok(Date.now() - tapped < 2100, `sign lit after ${Date.now() - tapped} ms`);
+  assert.ok(Number(await wall.page.locator("#failed-count").textContent()) >= 1);
+  assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
+
+  // Retry fails the same way and says so again.
+  await phone.page.getByRole("button", { name: "Try again" }).tap();
+  await dialog.waitFor();
+  await phone.page.screenshot({ path: join(SHOTS, "vote-degraded.png") });
+  await wall.page.screenshot({ path: join(SHOTS, "results-degraded.png") });
+
+  // Without JavaScript the form lands on a page that says the same, with the same status.
+  const plain = await open({ ...SMALL_PHONE, javaScriptEnabled: false });
+  await plain.page.goto(`/?referral=${PARTNER}&conf=dwx`);
+  const posted = plain.page.waitForResponse((r) => r.request().method() === "POST");
+  await plain.page.getByRole("button", { name: LABELS.print }).tap();
+  assert.equal((await posted).status(), 503);
+  await plain.page.getByRole("heading", { name: "Service degraded" }).waitFor();
+  assert.match(await plain.page.locator("main").textContent(), /referral cache exhausted/);
+  assert.equal(await plain.page.locator("input[name=referral]").getAttribute("value"), PARTNER, "retry keeps the referral");
+});
+
+test("no page requested anything from another origin, broke the CSP or threw", () => {
+  assert.deepEqual(foreign, [], "requests that left the origin");
+  assert.deepEqual(problems, [], "console errors and page errors");
+});
