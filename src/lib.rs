@@ -111,6 +111,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         pool.clone(),
         live.clone(),
         view.clone(),
+        config.app_version.clone(),
         metrics.clone(),
         shutdown.clone(),
     );

@@ -82,6 +82,7 @@ pub struct Metrics {
     pub redis_rebuilds: IntCounter,
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
+    pub failure_reports_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -201,6 +202,10 @@ impl Metrics {
             sse_lagged: counter(
                 "sse_lagged_total",
                 "Times a slow /stream client skipped frames",
+            ),
+            failure_reports_dropped: counter(
+                "failure_reports_dropped_total",
+                "Failed-vote reports dropped because the broadcaster's queue was full",
             ),
             registry,
         }

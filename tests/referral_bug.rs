@@ -29,13 +29,7 @@ async fn referral_votes_fail_from_the_eleventh_while_probes_stay_green() {
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 
-    let metrics = app.get("/metrics").await.text();
-    let exhausted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("referral_cache_exhausted_total "))
-        .expect("counter exposed")
-        .parse()
-        .expect("number");
+    let exhausted = app.metric("referral_cache_exhausted_total").await;
     assert!(
         exhausted >= 5.0,
         "referral_cache_exhausted_total = {exhausted}"
@@ -88,5 +82,45 @@ async fn reset_with_referral_cache_empties_this_replicas_cache() {
         assert_eq!(resp.status, StatusCode::OK, "referral vote {i} after reset");
     }
     assert_eq!(app.total().await, 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failing_votes_light_the_degraded_status_on_the_stream() {
+    let app = TestApp::start().await;
+    let mut sse = app.stream().await;
+    let mut status = None;
+    while status.is_none() {
+        let event = sse.next_event(WAIT).await.expect("initial frames");
+        if event.name == "status" {
+            status = Some(event.data);
+        }
+    }
+    let initial: serde_json::Value = serde_json::from_str(&status.expect("set")).expect("JSON");
+    assert_eq!(initial["degraded"], false);
+    assert_eq!(initial["version"], "test");
+
+    for _ in 0..15 {
+        app.vote("ai", Some("conf-partner-2026")).await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let lit = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = sse.next_event(left).await.expect("status within 2 s");
+        if event.name != "status" {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&event.data).expect("JSON");
+        if value["failed_last_minute"] == 5 {
+            break value;
+        }
+    };
+    assert_eq!(lit["degraded"], true);
+    assert_eq!(
+        lit["detail"],
+        DETAIL_11.replace("(11 entries)", "(15 entries)")
+    );
+    assert!(lit["watching"].as_u64().is_some_and(|n| n >= 1));
+    drop(sse);
     app.stop().await;
 }

@@ -1,15 +1,21 @@
-//! ResultsBroadcaster: turns count changes into one ready-made SSE frame and
-//! fans it out to every `/stream` client over a `broadcast` channel, so no
-//! client costs a serialisation. Bursts coalesce to at most one frame per
-//! `FRAME_INTERVAL`. It also listens on Redis pub/sub and offers other
-//! replicas' snapshots to the shared `CountsView`.
+//! ResultsBroadcaster: turns changes into ready-made SSE frames and fans them
+//! out to every `/stream` client over one `broadcast` channel, so no client
+//! costs a serialisation. Two kinds of frame:
+//! - `votes`: the `/votes` JSON, bursts coalesced to one per `FRAME_INTERVAL`;
+//! - `status`: failing votes in the last minute (the projector's SERVICE
+//!   DEGRADED sign), watchers and version, on change and every `STATUS_REFRESH`.
+//!
+//! It also listens on Redis pub/sub and offers other replicas' snapshots to
+//! the shared `CountsView`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,56 +23,98 @@ use tracing::{debug, warn};
 
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::poll::{Counts, CountsView};
+use crate::poll::{Counts, CountsView, Snapshot};
 
-/// Minimum gap between two frames: at most ~10 frames/s whatever the vote rate.
+/// Minimum gap between two votes frames: at most ~10 frames/s whatever the vote rate.
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 /// Frames kept for slow clients. Lag policy: a client that falls further
-/// behind skips to the newest frame, which is a full snapshot anyway.
+/// behind skips to the newest frames, which are full snapshots anyway.
 pub const FRAME_BUFFER: usize = 16;
+/// Failure reports waiting. Notification policy: `try_send`; when full the
+/// report is dropped and counted (the sign is lit already at that rate).
+pub const FAILURE_QUEUE: usize = 1024;
+/// How far back the degraded status looks.
+pub const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
+/// How often the status is re-evaluated (window expiry, watcher count).
+pub const STATUS_TICK: Duration = Duration::from_secs(1);
+/// A status frame goes out at least this often, changed or not.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(5);
 /// Pause before resubscribing after the pub/sub connection dropped.
 pub const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
-/// Cloneable handle: how `/stream` connections get their frames.
+/// Cloneable handle: how `/stream` connections get their frames and how
+/// the HTTP layer reports failed votes.
 #[derive(Clone)]
 pub struct BroadcasterHandle {
     frames: broadcast::Sender<Bytes>,
+    status: watch::Receiver<Bytes>,
+    failures: mpsc::Sender<String>,
     view: CountsView,
+    metrics: Arc<Metrics>,
 }
 
 impl BroadcasterHandle {
     pub fn spawn(
         view: CountsView,
         live: Live,
+        version: String,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (frames, _) = broadcast::channel(FRAME_BUFFER);
+        let (failures, failures_rx) = mpsc::channel(FAILURE_QUEUE);
+        let status = Status {
+            version,
+            ..Status::default()
+        };
+        let (status_tx, status_rx) = watch::channel(status.frame());
         let actor = ResultsBroadcaster {
             updates: view.subscribe(),
             view: view.clone(),
             live,
             frames: frames.clone(),
-            metrics,
+            failures: failures_rx,
+            window: FailureWindow::default(),
+            status,
+            status_tx,
+            metrics: metrics.clone(),
             shutdown,
         };
-        (
-            BroadcasterHandle { frames, view },
-            tokio::spawn(actor.run()),
-        )
+        let handle = BroadcasterHandle {
+            frames,
+            status: status_rx,
+            failures,
+            view,
+            metrics,
+        };
+        (handle, tokio::spawn(actor.run()))
     }
 
-    /// The current frame (sent first on connect) and a receiver for later ones.
+    /// The frames a new client needs first, and a receiver for later ones.
     pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
         let rx = self.frames.subscribe();
         (self.latest(), rx)
     }
 
-    /// A frame of the newest counts: on connect, and for a client that lagged.
-    /// Built from the view rather than the last broadcast, so a client that
-    /// connects right after its own vote already sees it.
+    /// The newest votes and status frames: on connect, and for a client that
+    /// lagged. Votes come from the view rather than the last broadcast, so a
+    /// client that connects right after its own vote already sees it.
     pub fn latest(&self) -> Bytes {
-        votes_frame(&self.view.current().counts)
+        let mut out = votes_frame(&self.view.current().counts).to_vec();
+        out.extend_from_slice(&self.status.borrow());
+        Bytes::from(out)
+    }
+
+    /// Reports a vote answered with a 5xx, for the degraded sign.
+    pub fn report_failure(&self, detail: String) {
+        if self.failures.try_send(detail).is_err() {
+            self.metrics.failure_reports_dropped.inc();
+        }
+    }
+
+    /// Failure reports waiting.
+    pub fn queue_depth(&self) -> usize {
+        self.failures.max_capacity() - self.failures.capacity()
     }
 }
 
@@ -76,11 +124,66 @@ pub fn votes_frame(counts: &Counts) -> Bytes {
     Bytes::from(format!("event: votes\ndata: {json}\n\n"))
 }
 
+/// The data of a `status` frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+struct Status {
+    degraded: bool,
+    failed_last_minute: u64,
+    detail: Option<String>,
+    watching: usize,
+    version: String,
+}
+
+impl Status {
+    fn frame(&self) -> Bytes {
+        let json = serde_json::to_string(self).expect("status always serialises");
+        Bytes::from(format!("event: status\ndata: {json}\n\n"))
+    }
+}
+
+/// Failures per second over the last `DEGRADED_WINDOW`: at most one entry
+/// per second, so memory stays bounded whatever the failure rate.
+#[derive(Default)]
+struct FailureWindow {
+    seconds: VecDeque<(Instant, u64)>,
+    last_detail: Option<String>,
+}
+
+impl FailureWindow {
+    fn record(&mut self, now: Instant, detail: String) {
+        match self.seconds.back_mut() {
+            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => *n += 1,
+            _ => self.seconds.push_back((now, 1)),
+        }
+        self.last_detail = Some(detail);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((start, _)) = self.seconds.front() {
+            if now.duration_since(*start) < DEGRADED_WINDOW {
+                break;
+            }
+            self.seconds.pop_front();
+        }
+        if self.seconds.is_empty() {
+            self.last_detail = None;
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.seconds.iter().map(|(_, n)| n).sum()
+    }
+}
+
 struct ResultsBroadcaster {
     view: CountsView,
-    updates: watch::Receiver<crate::poll::Snapshot>,
+    updates: watch::Receiver<Snapshot>,
     live: Live,
     frames: broadcast::Sender<Bytes>,
+    failures: mpsc::Receiver<String>,
+    window: FailureWindow,
+    status: Status,
+    status_tx: watch::Sender<Bytes>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
@@ -92,25 +195,72 @@ impl ResultsBroadcaster {
             self.view.clone(),
             self.shutdown.clone(),
         ));
-        let mut next_frame = Instant::now();
+        let mut tick = tokio::time::interval(STATUS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_votes = Instant::now();
+        let mut votes_pending = false;
+        let mut last_status = Instant::now();
         loop {
             tokio::select! {
-                changed = self.updates.changed() => if changed.is_err() { break },
+                changed = self.updates.changed(), if !votes_pending => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    votes_pending = true;
+                }
+                // Coalesce: whatever arrived since the last frame goes into one.
+                _ = tokio::time::sleep_until(next_votes), if votes_pending => {
+                    let counts = self.updates.borrow_and_update().counts;
+                    self.send(votes_frame(&counts));
+                    self.metrics.sse_frames.inc();
+                    votes_pending = false;
+                    next_votes = Instant::now() + FRAME_INTERVAL;
+                }
+                Some(detail) = self.failures.recv() => {
+                    self.window.record(Instant::now(), detail);
+                    if self.refresh_status() {
+                        last_status = Instant::now();
+                    }
+                }
+                _ = tick.tick() => {
+                    self.window.expire(Instant::now());
+                    let changed = self.refresh_status();
+                    if changed || last_status.elapsed() >= STATUS_REFRESH {
+                        if !changed {
+                            self.send(self.status.frame());
+                        }
+                        last_status = Instant::now();
+                    }
+                }
                 _ = self.shutdown.cancelled() => break,
             }
-            // Coalesce: whatever arrives during the pause goes into one frame.
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_frame) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-            let counts = self.updates.borrow_and_update().counts;
-            let frame = votes_frame(&counts);
-            // No receivers is fine: nobody is watching right now.
-            let _ = self.frames.send(frame);
-            self.metrics.sse_frames.inc();
-            next_frame = Instant::now() + FRAME_INTERVAL;
         }
         listener.abort();
+    }
+
+    /// Recomputes the status; sends a frame and returns true when it changed.
+    fn refresh_status(&mut self) -> bool {
+        let failed = self.window.count();
+        let next = Status {
+            degraded: failed > 0,
+            failed_last_minute: failed,
+            detail: self.window.last_detail.clone(),
+            watching: self.frames.receiver_count(),
+            version: self.status.version.clone(),
+        };
+        if next == self.status {
+            return false;
+        }
+        self.status = next;
+        let frame = self.status.frame();
+        self.status_tx.send_replace(frame.clone());
+        self.send(frame);
+        true
+    }
+
+    fn send(&self, frame: Bytes) {
+        // No receivers is fine: nobody is watching right now.
+        let _ = self.frames.send(frame);
     }
 }
 
@@ -141,5 +291,46 @@ async fn listen(live: Live, view: CountsView, shutdown: CancellationToken) {
             _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_window_counts_the_last_minute_then_goes_quiet() {
+        let mut window = FailureWindow::default();
+        let start = Instant::now();
+        window.record(start, "first".into());
+        window.record(start + Duration::from_millis(500), "second".into());
+        window.record(start + Duration::from_secs(30), "third".into());
+        assert_eq!(window.seconds.len(), 2, "one entry per second");
+        assert_eq!(window.count(), 3);
+
+        window.expire(start + Duration::from_secs(61));
+        assert_eq!(window.count(), 1);
+        assert_eq!(window.last_detail.as_deref(), Some("third"));
+
+        window.expire(start + Duration::from_secs(91));
+        assert_eq!(window.count(), 0);
+        assert_eq!(window.last_detail, None);
+    }
+
+    #[test]
+    fn status_frame_is_an_sse_event() {
+        let status = Status {
+            degraded: true,
+            failed_last_minute: 5,
+            detail: Some("boom".into()),
+            watching: 2,
+            version: "1.0.0".into(),
+        };
+        let frame = String::from_utf8(status.frame().to_vec()).expect("UTF-8");
+        assert_eq!(
+            frame,
+            "event: status\ndata: {\"degraded\":true,\"failed_last_minute\":5,\
+             \"detail\":\"boom\",\"watching\":2,\"version\":\"1.0.0\"}\n\n"
+        );
     }
 }

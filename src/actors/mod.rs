@@ -42,12 +42,18 @@ impl Actors {
         pool: Pool,
         live: Live,
         view: CountsView,
+        version: String,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
         let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
-        let (broadcaster, b_task) =
-            BroadcasterHandle::spawn(view.clone(), live.clone(), metrics.clone(), shutdown);
+        let (broadcaster, b_task) = BroadcasterHandle::spawn(
+            view.clone(),
+            live.clone(),
+            version,
+            metrics.clone(),
+            shutdown,
+        );
         let (tally, t_task) = TallyHandle::spawn(live, view, recount_tx, metrics.clone());
         let (writer, w_task) =
             WriterHandle::spawn(pool.clone(), tally.clone(), recount_rx, metrics.clone());
@@ -75,6 +81,7 @@ impl Actors {
             ("referral", self.referral.queue_depth()),
             ("writer", self.writer.queue_depth()),
             ("tally", self.tally.queue_depth()),
+            ("broadcaster", self.broadcaster.queue_depth()),
         ] {
             metrics
                 .queue_depth

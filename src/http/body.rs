@@ -163,9 +163,16 @@ pub fn see_other(location: &str) -> Response<Body> {
     resp
 }
 
+/// The detail of an error response, kept for the router (the projector's
+/// degraded sign shows it) whatever the body format.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
 /// The `{"detail": ...}` answer for an error.
 pub fn error(e: &ApiError) -> Response<Body> {
-    let mut resp = json(e.status(), &serde_json::json!({ "detail": e.to_string() }));
+    let detail = e.to_string();
+    let mut resp = json(e.status(), &serde_json::json!({ "detail": detail }));
+    resp.extensions_mut().insert(ErrorDetail(detail));
     let h = resp.headers_mut();
     match e {
         ApiError::MethodNotAllowed(allow) => {

@@ -82,6 +82,11 @@ pub async fn handle(
         }
     };
     let status = resp.status().as_u16();
+    if endpoint == Endpoint::Vote && resp.status().is_server_error() {
+        let detail = resp.extensions().get::<body::ErrorDetail>();
+        let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());
+        state.actors.broadcaster.report_failure(detail);
+    }
     let elapsed = started.elapsed();
     state
         .metrics

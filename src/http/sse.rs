@@ -87,7 +87,7 @@ async fn next_frame(mut s: State) -> Option<(Bytes, State)> {
             Ok(frame) => frame,
             Err(RecvError::Lagged(_)) => {
                 s.metrics.sse_lagged.inc();
-                // Skip the backlog: the newest frame is a full snapshot.
+                // Skip the backlog: the newest frames are full snapshots.
                 s.frames = s.frames.resubscribe();
                 s.broadcaster.latest()
             }
