@@ -72,7 +72,9 @@
   function showStatus(s) {
     const on = Boolean(s.degraded);
     if (on) {
-      $("failed-count").textContent = fmt.format(Number(s.failed_last_minute) || 0);
+      const failed = Number(s.failed_last_minute) || 0;
+      $("failed-count").textContent = fmt.format(failed);
+      $("failed-unit").textContent = failed === 1 ? "failed vote" : "failed votes";
       $("degraded-detail").textContent = typeof s.detail === "string" ? s.detail : "";
     }
     if (degraded.hidden === on) degraded.hidden = !on;

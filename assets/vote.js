@@ -105,7 +105,7 @@
     title.textContent = heading;
     detail.textContent = text;
     hint.textContent = extra;
-    status.textContent = heading + ": " + text;
+    status.textContent = heading + ". Your vote was not counted.";
     overlay.classList.toggle("is-degraded", degraded);
     if (!overlay.open) overlay.showModal();
     retry.focus();

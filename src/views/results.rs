@@ -45,7 +45,7 @@ pub fn results(view: &Results) -> Markup {
             section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
                 h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
                 p class="degraded__stats" {
-                    strong id="failed-count" { "0" } " failed votes in the last minute"
+                    strong id="failed-count" { "0" } " " span id="failed-unit" { "failed votes" } " in the last minute"
                 }
                 p id="degraded-detail" class="degraded__detail" {}
             }

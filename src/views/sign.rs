@@ -19,7 +19,7 @@ pub fn sign(conference: Option<Conference>) -> Markup {
     };
     html! {
         // One image for assistive technology: the tubes are decoration.
-        div class=(format!("neon-sign sign-{key}")) role="img" aria-label=(format!("{name} neon sign")) {
+        div class=(format!("neon-sign sign-{key}")) role="img" aria-label=(format!("{name}, {sub}")) {
             svg class="neon-sign__motif" viewBox="0 0 24 24" aria-hidden="true" focusable="false"
                 fill="none" stroke="currentColor" stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round" {
                 (PreEscaped(motif(conference)))

@@ -365,11 +365,19 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   // Without JavaScript the form lands on a page that says the same, with the same status.
   const plain = await open({ ...SMALL_PHONE, javaScriptEnabled: false });
   await plain.page.goto(`/?referral=${PARTNER}&conf=dwx`);
+  const failedBefore = Number(await wall.page.locator("#failed-count").textContent());
   const posted = plain.page.waitForResponse((r) => r.request().method() === "POST");
   await plain.page.getByRole("button", { name: LABELS.print }).tap();
   assert.equal((await posted).status(), 503);
   await plain.page.getByRole("heading", { name: "Service degraded" }).waitFor();
   assert.match(await plain.page.locator("main").textContent(), /referral cache exhausted/);
+  // The projector counts that failure too, with the server's sentence.
+  await wall.page.waitForFunction(
+    (n) => Number(document.getElementById("failed-count").textContent) > n,
+    failedBefore,
+    { timeout: 2000 },
+  );
+  assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
   assert.equal(await plain.page.locator("input[name=referral]").getAttribute("value"), PARTNER, "retry keeps the referral");
 });
 

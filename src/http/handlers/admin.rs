@@ -1,6 +1,6 @@
 //! `POST /admin/reset?confirm=yes[&referral_cache=yes]`: JSON for API
 //! clients (token in `Authorization: Bearer`), an HTML page for the admin
-//! page's form (token in the `token` field).
+//! page's form posted by a browser (token in the `token` field).
 
 use std::sync::Arc;
 
@@ -44,7 +44,8 @@ pub async fn reset(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let query: ResetQuery = body::query(req.uri().query());
-    if body::encoding(&req).ok() != Some(Encoding::Form) {
+    let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
+    if !from_page {
         // The API: token in the header, options in the query, JSON answer.
         let token = bearer(&req).map(str::to_owned);
         let message = run_reset(state, token.as_deref(), &query, None).await?;

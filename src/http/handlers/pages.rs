@@ -105,6 +105,17 @@ pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
     body::html(StatusCode::OK, views::admin::admin(&view))
 }
 
+/// Whether the client is a browser navigating (a form post), which should
+/// get a page: `Accept` names `text/html`. API clients (curl, tests, `oha`)
+/// do not, and keep the JSON contract of SPEC §4.
+pub fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
 /// The HTML answer to a refused form vote: same status as the JSON API,
 /// same `Retry-After` on a 503, and a button that posts the vote again.
 pub fn vote_refused(
@@ -122,6 +133,9 @@ pub fn vote_refused(
         detail: error.to_string(),
     };
     let mut resp = body::html(error.status(), views::vote::refused(&view));
+    // The router reports a 5xx with this detail to the projector's sign.
+    resp.extensions_mut()
+        .insert(body::ErrorDetail(error.to_string()));
     if error.status() == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -184,7 +198,24 @@ fn is_plain_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_plain_host;
+    use super::{is_plain_host, wants_html};
+    use hyper::Request;
+
+    #[test]
+    fn only_browsers_get_pages_for_errors() {
+        let with = |accept: &str| {
+            Request::builder()
+                .header("accept", accept)
+                .body(())
+                .expect("valid")
+        };
+        assert!(wants_html(&with(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        )));
+        assert!(!wants_html(&with("*/*")));
+        assert!(!wants_html(&with("application/json")));
+        assert!(!wants_html(&Request::new(())));
+    }
 
     #[test]
     fn only_plain_hosts_reach_the_qr_codes() {

@@ -50,17 +50,18 @@ pub async fn vote(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let encoding = body::encoding(&req)?;
+    // A browser posting the plain form gets a page for an error, not JSON.
+    let page = encoding == Encoding::Form && pages::wants_html(&req);
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
-        // A browser posting the plain form gets a page, not JSON.
-        Err(e) if encoding == Encoding::Form => {
+        Err(e) if page => {
             return Ok(pages::vote_refused(state, None, None, None, &e));
         }
         Err(e) => return Err(e),
     };
     let (choice, referral) = match record(state, &input).await {
         Ok(accepted) => accepted,
-        Err(e) if encoding == Encoding::Form => {
+        Err(e) if page => {
             return Ok(pages::vote_refused(
                 state,
                 Some(&input.choice),
