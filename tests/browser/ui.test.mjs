@@ -83,6 +83,61 @@ function watch(page) {
 }
 
 /**
+ * The lowest WCAG contrast ratio of the text matched by each selector,
+ * against its own background: ancestors' background colours composited
+ * until an opaque one, or over the raw brick (the brightest thing behind
+ * the night overlay) as the worst case. Returns failures below AA: 4.5:1,
+ * or 3:1 for text of 24 px and up.
+ */
+function contrastFailures(page, selectors) {
+  return page.evaluate((selectors) => {
+    const BRICK = [107, 42, 31, 1];
+    const parse = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return [0, 0, 0, 0];
+      const [r, g, b, a = "1"] = m[1].split(/[ ,/]+/).filter(Boolean);
+      return [Number(r), Number(g), Number(b), Number(a)];
+    };
+    const over = (top, below) => {
+      const a = top[3] + below[3] * (1 - top[3]);
+      if (a === 0) return [0, 0, 0, 0];
+      const mix = (i) => (top[i] * top[3] + below[i] * below[3] * (1 - top[3])) / a;
+      return [mix(0), mix(1), mix(2), a];
+    };
+    const background = (el) => {
+      const layers = [];
+      for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+        const c = parse(getComputedStyle(node).backgroundColor);
+        if (c[3] > 0) layers.push(c);
+        if (c[3] >= 1) break;
+      }
+      let out = layers.length && layers[layers.length - 1][3] >= 1 ? layers.pop() : BRICK;
+      while (layers.length) out = over(layers.pop(), out);
+      return out;
+    };
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const failures = [];
+    for (const selector of selectors) {
+      const els = [...document.querySelectorAll(selector)].filter((e) => e.getClientRects().length && e.textContent.trim());
+      if (!els.length) failures.push(`${selector}: nothing visible`);
+      for (const el of els) {
+        const style = getComputedStyle(el);
+        const bg = background(el);
+        const fg = over(parse(style.color), bg);
+        const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+        const ratio = (hi + 0.05) / (lo + 0.05);
+        const need = parseFloat(style.fontSize) >= 24 ? 3 : 4.5;
+        if (ratio < need) failures.push(`${selector} "${el.textContent.trim().slice(0, 30)}": ${ratio.toFixed(2)} < ${need}`);
+      }
+    }
+    return failures;
+  }, selectors);
+}
+
+/**
  * A TCP proxy in front of the app, so a test can do what mirrord and the
  * ingress do on stage: reset every open connection, answer 502 for a while,
  * then let traffic through again.
@@ -216,6 +271,44 @@ test("vote page without JavaScript: the form posts, 303 to a thank-you page; ref
   assert.equal((await counts()).revert.count, before + 1);
 });
 
+test("keyboard and screen reader: the page reads as a question with five buttons, and votes by keyboard with a visible focus", async () => {
+  const { page } = await open({ viewport: { width: 1280, height: 800 } });
+  await page.goto(`/?referral=${PARTNER}&conf=dwx`);
+  const tree = await page.locator("body").ariaSnapshot();
+  const question = "What's your go-to debugging strategy?";
+  assert.ok(tree.includes(`heading "${question}" [level=1]`), tree);
+  assert.ok(tree.includes(`form "${question}"`), tree);
+  for (const label of Object.values(LABELS)) assert.ok(tree.includes(`button "${label}"`), label);
+  assert.match(tree, /img "DWX Developer World, live poll"/);
+  assert.match(tree, /- banner:/);
+  assert.match(tree, /- main:/);
+  assert.match(tree, /- contentinfo:/);
+  assert.deepEqual(
+    await contrastFailures(page, [".kicker", ".question h1", ".referral", ".choice__label", ".choice__num", ".street__meta a", ".street__version"]),
+    [],
+    "text contrast (WCAG AA)",
+  );
+
+  // Tab: the skip link first, then the choices, each with a visible ring.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  const focused = await page.evaluate(() => {
+    const el = document.activeElement;
+    const style = getComputedStyle(el);
+    return { value: el.value, outline: style.outlineStyle, width: parseFloat(style.outlineWidth) };
+  });
+  assert.equal(focused.value, "stare");
+  assert.ok(focused.outline !== "none" && focused.width >= 2, `focus ring ${JSON.stringify(focused)}`);
+
+  const before = (await counts()).stare.count;
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: 5000 });
+  assert.equal((await counts()).stare.count, before + 1);
+  assert.equal(await page.locator("#vote-status").textContent(), `Vote counted: ${LABELS.stare}`);
+});
+
 test("results page shows a vote posted by another client within 2 s, without polling", async () => {
   const { page } = await open(PROJECTOR);
   const fetched = [];
@@ -245,6 +338,11 @@ test("results page shows a vote posted by another client within 2 s, without pol
   const urls = await page.locator(".qr-card__url").allTextContents();
   assert.deepEqual(urls, [`${BASE}/`, `${BASE}/?referral=${PARTNER}`]);
   assert.equal(await page.locator("#version").textContent(), "browser-test");
+  assert.deepEqual(
+    await contrastFailures(page, [".poll__question", ".bar__label", ".count", ".pct", ".qr-card strong", ".qr-card__url", ".meter dt", ".meter dd"]),
+    [],
+    "text contrast (WCAG AA)",
+  );
 
   assert.equal(fetched.filter((p) => p === "/stream").length, 1, "one stream");
   assert.equal(fetched.filter((p) => p === "/votes").length, 0, "no polling");
