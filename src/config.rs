@@ -133,8 +133,24 @@ impl Config {
 fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {
     ConfigError {
         var,
-        value: value.to_owned(),
+        value: redact_password(value),
         reason: reason.to_string(),
+    }
+}
+
+/// Hides the password of `scheme://user:password@host` so that a start-up
+/// error never prints a secret into the logs.
+fn redact_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return value.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => value.to_owned(),
     }
 }
 
@@ -179,6 +195,19 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn errors_never_show_passwords() {
+        let err = parse(&[("DATABASE_URL", "postgresql://app:hunter2@db:notaport/x")])
+            .expect_err("bad port");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("app:***@db"), "{err}");
+        assert_eq!(
+            redact_password("redis://:pw@r:6379/0"),
+            "redis://:***@r:6379/0"
+        );
+        assert_eq!(redact_password("redis://r:6379/0"), "redis://r:6379/0");
     }
 
     #[test]

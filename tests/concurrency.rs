@@ -30,13 +30,7 @@ async fn two_thousand_concurrent_votes_are_all_counted_and_stored() {
     assert_eq!(vote_rows(&app.stack.database_url).await, VOTES as i64);
 
     // Group commit really grouped: far fewer batches than votes.
-    let metrics = app.get("/metrics").await.text();
-    let batches: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("vote_batch_size_count "))
-        .expect("batch histogram")
-        .parse()
-        .expect("number");
+    let batches = app.metric("vote_batch_size_count").await;
     assert!(
         batches < VOTES as f64,
         "{batches} batches for {VOTES} votes"

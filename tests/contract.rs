@@ -177,23 +177,23 @@ async fn reset_with_admin_token_requires_bearer() {
         .post("/admin/reset?confirm=yes", "application/json", "")
         .await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-    let wrong = send(
-        app.request(Method::POST, "/admin/reset?confirm=yes")
-            .header("authorization", "Bearer nope")
-            .body(Default::default())
-            .expect("request"),
-    )
-    .await;
+    let wrong = app
+        .send_with(
+            Method::POST,
+            "/admin/reset?confirm=yes",
+            ("authorization", "Bearer nope"),
+        )
+        .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.total().await, 1);
 
-    let right = send(
-        app.request(Method::POST, "/admin/reset?confirm=yes")
-            .header("authorization", "Bearer s3cret")
-            .body(Default::default())
-            .expect("request"),
-    )
-    .await;
+    let right = app
+        .send_with(
+            Method::POST,
+            "/admin/reset?confirm=yes",
+            ("authorization", "Bearer s3cret"),
+        )
+        .await;
     assert_eq!(right.status, StatusCode::OK);
     assert_eq!(app.total().await, 0);
     app.stop().await;
@@ -256,13 +256,9 @@ async fn static_assets_have_cache_headers_and_etag() {
     assert!(css.header("content-type").starts_with("text/css"));
     assert!(css.header("cache-control").contains("max-age"));
     let etag = css.header("etag").to_owned();
-    let again = send(
-        app.request(Method::GET, "/static/app.css")
-            .header("if-none-match", &etag)
-            .body(Default::default())
-            .expect("request"),
-    )
-    .await;
+    let again = app
+        .send_with(Method::GET, "/static/app.css", ("if-none-match", &etag))
+        .await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert!(again.body.is_empty());
     assert_eq!(
@@ -289,12 +285,9 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
     let post_votes = app.post("/votes", "application/json", "{}").await;
     assert_eq!(post_votes.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(post_votes.header("allow"), "GET, HEAD");
-    let delete = send(
-        app.request(Method::DELETE, "/admin/reset")
-            .body(Default::default())
-            .expect("request"),
-    )
-    .await;
+    let delete = app
+        .send_with(Method::DELETE, "/admin/reset", ("accept", "*/*"))
+        .await;
     assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(delete.header("allow"), "POST");
     app.stop().await;

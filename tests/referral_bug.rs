@@ -29,13 +29,7 @@ async fn referral_votes_fail_from_the_eleventh_while_probes_stay_green() {
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 
-    let metrics = app.get("/metrics").await.text();
-    let exhausted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("referral_cache_exhausted_total "))
-        .expect("counter exposed")
-        .parse()
-        .expect("number");
+    let exhausted = app.metric("referral_cache_exhausted_total").await;
     assert!(
         exhausted >= 5.0,
         "referral_cache_exhausted_total = {exhausted}"

@@ -43,13 +43,7 @@ async fn bursts_are_coalesced() {
     sse.until_votes(WAIT, |v| v["print"]["count"] == 50)
         .await
         .expect("final count arrives");
-    let metrics = app.get("/metrics").await.text();
-    let sent: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sse_frames_total "))
-        .expect("frame counter")
-        .parse()
-        .expect("number");
+    let sent = app.metric("sse_frames_total").await;
     assert!(sent < 50.0, "50 votes produced {sent} frames");
     app.stop().await;
 }

@@ -203,6 +203,27 @@ impl TestApp {
             .sum()
     }
 
+    /// The value of an unlabelled series in `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text();
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{series} not exposed"))
+            .parse()
+            .expect("a number")
+    }
+
+    /// Sends `method path` with one extra header and an empty body.
+    pub async fn send_with(&self, method: Method, path: &str, header: (&str, &str)) -> Resp {
+        let req = self
+            .request(method, path)
+            .header(header.0, header.1)
+            .body(Full::default())
+            .expect("request");
+        send(req).await
+    }
+
     /// Opens `/stream`.
     pub async fn stream(&self) -> Sse {
         let req = self

@@ -102,3 +102,23 @@ Call with (dict "ctx" $ "existing" $existingSecret "key" "ADMIN_TOKEN" "value" .
     - port: 53
       protocol: TCP
 {{- end }}
+
+{{/* Init container: on the first install PostgreSQL is still initialising its volume. */}}
+{{- define "conference-app.waitForPostgresql" -}}
+- name: wait-for-postgresql
+  image: {{ include "conference-app.image" .Values.postgresql.image }}
+  imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
+  command:
+    - sh
+    - -c
+    - until pg_isready -h postgresql -p 5432 -U {{ .Values.postgresql.username }} -d {{ .Values.postgresql.database }} -t 2; do echo "waiting for postgresql"; sleep 2; done
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      cpu: 100m
+      memory: 64Mi
+  securityContext:
+    {{- include "conference-app.containerSecurityContext" . | nindent 4 }}
+{{- end }}

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Policy checks on one `helm template` output of the conference-app chart.
+
+kubernetes-validate proves each object matches the Kubernetes schema; this proves
+the objects fit together and hold what the chart promises: every pod non-root,
+read-only, capabilities dropped, seccomp RuntimeDefault, requests and limits;
+no service-account token where none is needed; every referenced Secret,
+ConfigMap, Service and port exists; vote-api probes /health and /ready; the
+ingress keeps SSE unbuffered; the rule file in the ConfigMap is byte-for-byte
+the canonical one. It also writes the rendered Prometheus and Alertmanager
+configurations to --extract-dir so promtool and amtool can check them.
+
+Usage: check_manifests.py RENDERED.yaml --chart DIR --extract-dir DIR
+                          [--expect FEATURE ...]
+FEATURE is one of: pdb tls redis-auth ingress networkpolicy prometheus
+alertmanager seed. A feature not listed must be absent.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+FEATURES = ("pdb", "tls", "redis-auth", "ingress", "networkpolicy", "prometheus", "alertmanager", "seed")
+# No pod of the chart talks to the Kubernetes API.
+TOKEN_ALLOWED: set = set()
+
+
+class Checker:
+    def __init__(self, path):
+        self.path = path
+        self.errors = []
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        self.objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        if len(self.objects) != len(docs):
+            self.fail("two objects share a kind and name")
+
+    def fail(self, message):
+        self.errors.append(message)
+
+    def of_kind(self, kind):
+        return {name: obj for (k, name), obj in self.objects.items() if k == kind}
+
+    def get(self, kind, name):
+        return self.objects.get((kind, name))
+
+    def pod_specs(self):
+        """(owner, pod template) of every workload."""
+        for kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+            for name, obj in self.of_kind(kind).items():
+                yield f"{kind}/{name}", obj["spec"]["template"]
+
+    # --- security and resources ------------------------------------------------
+    def check_pods(self):
+        for owner, template in self.pod_specs():
+            spec = template["spec"]
+            psc = spec.get("securityContext", {})
+            if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
+                self.fail(f"{owner}: pod must set runAsNonRoot and a non-zero runAsUser")
+            if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                self.fail(f"{owner}: pod seccompProfile must be RuntimeDefault")
+            sa = spec.get("serviceAccountName")
+            if not sa or not self.get("ServiceAccount", sa):
+                self.fail(f"{owner}: service account {sa!r} is not rendered")
+            token = spec.get("automountServiceAccountToken")
+            if sa in TOKEN_ALLOWED:
+                if token is False:
+                    self.fail(f"{owner}: needs its token for pod discovery")
+            elif token is not False:
+                self.fail(f"{owner}: automountServiceAccountToken must be false")
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            containers = spec.get("initContainers", []) + spec["containers"]
+            for c in containers:
+                where = f"{owner} container {c['name']}"
+                csc = c.get("securityContext", {})
+                if csc.get("allowPrivilegeEscalation") is not False:
+                    self.fail(f"{where}: allowPrivilegeEscalation must be false")
+                if csc.get("readOnlyRootFilesystem") is not True:
+                    self.fail(f"{where}: readOnlyRootFilesystem must be true")
+                if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+                    self.fail(f"{where}: capabilities must drop ALL")
+                if csc.get("privileged"):
+                    self.fail(f"{where}: must not be privileged")
+                res = c.get("resources", {})
+                for part in ("requests", "limits"):
+                    for r in ("cpu", "memory"):
+                        if r not in res.get(part, {}):
+                            self.fail(f"{where}: resources.{part}.{r} missing")
+                image = c.get("image", "")
+                if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+                    self.fail(f"{where}: image {image!r} needs a pinned tag")
+                for m in c.get("volumeMounts", []):
+                    if m["name"] not in volumes:
+                        self.fail(f"{where}: mounts unknown volume {m['name']!r}")
+                for env in c.get("env", []):
+                    ref = env.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        self.check_secret_key(where, ref["name"], ref["key"])
+            for v in volumes.values():
+                if "configMap" in v and not self.get("ConfigMap", v["configMap"]["name"]):
+                    self.fail(f"{owner}: ConfigMap {v['configMap']['name']!r} is not rendered")
+                if "secret" in v:
+                    for item in v["secret"].get("items", []):
+                        self.check_secret_key(owner, v["secret"]["secretName"], item["key"])
+                if "persistentVolumeClaim" in v and not self.get(
+                    "PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]
+                ):
+                    self.fail(f"{owner}: PVC {v['persistentVolumeClaim']['claimName']!r} is not rendered")
+
+    def check_secret_key(self, where, name, key):
+        secret = self.get("Secret", name)
+        if not secret:
+            self.fail(f"{where}: Secret {name!r} is not rendered")
+        elif key not in secret.get("stringData", {}) and key not in secret.get("data", {}):
+            self.fail(f"{where}: Secret {name!r} has no key {key!r}")
+
+    def check_service_accounts(self):
+        for name, sa in self.of_kind("ServiceAccount").items():
+            if name not in TOKEN_ALLOWED and sa.get("automountServiceAccountToken") is not False:
+                self.fail(f"ServiceAccount/{name}: automountServiceAccountToken must be false")
+
+    # --- wiring ------------------------------------------------------------------
+    def pods_matching(self, selector):
+        for owner, template in self.pod_specs():
+            labels = template["metadata"].get("labels", {})
+            if all(labels.get(k) == v for k, v in selector.items()):
+                yield owner, template
+
+    def check_services(self):
+        for name, svc in self.of_kind("Service").items():
+            pods = list(self.pods_matching(svc["spec"]["selector"]))
+            if not pods:
+                self.fail(f"Service/{name}: its selector matches no pod")
+            for port in svc["spec"]["ports"]:
+                target = port.get("targetPort", port["port"])
+                for owner, template in pods:
+                    ports = [p for c in template["spec"]["containers"] for p in c.get("ports", [])]
+                    if not any(target in (p.get("name"), p["containerPort"]) for p in ports):
+                        self.fail(f"Service/{name}: {owner} has no port {target!r}")
+
+    def check_vote_api(self):
+        deploy = self.get("Deployment", "vote-api")
+        if not deploy:
+            self.fail("Deployment/vote-api is missing (mirrord targets deployment/vote-api)")
+            return
+        pod = deploy["spec"]["template"]["spec"]
+        if pod["securityContext"].get("runAsUser") != 1000:
+            self.fail("Deployment/vote-api: must run as UID 1000 (the image's user)")
+        c = next(c for c in pod["containers"] if c["name"] == "vote-api")
+        if not any(p["containerPort"] == 8000 for p in c["ports"]):
+            self.fail("Deployment/vote-api: must listen on 8000 (mirrord steals port 8000)")
+        if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/health":
+            self.fail("Deployment/vote-api: liveness must probe /health")
+        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/ready":
+            self.fail("Deployment/vote-api: readiness must probe /ready")
+        env = {e["name"] for e in c["env"]}
+        for name in ("DATABASE_URL", "REDIS_URL", "BIND_ADDR", "ADMIN_TOKEN", "DB_POOL_SIZE"):
+            if name not in env:
+                self.fail(f"Deployment/vote-api: env {name} missing")
+
+    def check_ingress(self):
+        ing = self.get("Ingress", "vote-api")
+        if not ing:
+            return
+        ann = ing["metadata"].get("annotations", {})
+        if ann.get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
+            self.fail("Ingress/vote-api: proxy buffering must be off (SSE)")
+        if int(ann.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "0")) < 3600:
+            self.fail("Ingress/vote-api: proxy-read-timeout must be at least 3600 (SSE)")
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                if not self.get("Service", backend["name"]):
+                    self.fail(f"Ingress/vote-api: backend Service {backend['name']!r} is not rendered")
+        if ing["spec"].get("tls"):
+            if "cert-manager.io/cluster-issuer" not in ann:
+                self.fail("Ingress/vote-api: TLS without a cert-manager issuer annotation")
+
+    def check_network_policies(self):
+        policies = self.of_kind("NetworkPolicy")
+        if not policies:
+            return
+        for owner, template in self.pod_specs():
+            labels = template["metadata"].get("labels", {})
+            covering = [
+                n
+                for n, p in policies.items()
+                if all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())
+            ]
+            if not covering:
+                self.fail(f"{owner}: no NetworkPolicy selects its pods")
+            for n in covering:
+                if set(policies[n]["spec"].get("policyTypes", [])) != {"Ingress", "Egress"}:
+                    self.fail(f"NetworkPolicy/{n}: must restrict both Ingress and Egress")
+
+    def check_pdb(self):
+        deploy = self.get("Deployment", "vote-api")
+        replicas = deploy["spec"]["replicas"] if deploy else 0
+        if (replicas > 1) != bool(self.get("PodDisruptionBudget", "vote-api")):
+            self.fail(f"PodDisruptionBudget/vote-api must exist exactly when replicas > 1 (replicas={replicas})")
+
+    def check_redis_auth(self):
+        secret_obj, redis_obj = self.get("Secret", "conference-app-secrets"), self.get("Deployment", "redis")
+        if not secret_obj or not redis_obj:
+            self.fail("Secret/conference-app-secrets and Deployment/redis must both be rendered")
+            return False
+        secret = secret_obj["stringData"]
+        redis = redis_obj["spec"]["template"]["spec"]["containers"][0]
+        has_password = "REDIS_PASSWORD" in secret
+        if has_password != ("--requirepass" in redis["args"]):
+            self.fail("Deployment/redis: --requirepass must follow secrets.redisPassword")
+        if has_password and f":{secret['REDIS_PASSWORD']}@" not in secret["REDIS_URL"]:
+            self.fail("Secret: REDIS_URL does not carry the Redis password")
+        return has_password
+
+    # --- configurations for promtool and amtool ------------------------------------
+    def extract(self, chart, out):
+        out.mkdir(parents=True, exist_ok=True)
+        config = self.get("ConfigMap", "prometheus-config")
+        if config:
+            (out / "prometheus").mkdir(exist_ok=True)
+            (out / "prometheus" / "rules").mkdir(exist_ok=True)
+            (out / "prometheus" / "prometheus.yml").write_text(config["data"]["prometheus.yml"])
+            rules = self.get("ConfigMap", "prometheus-rules")["data"]
+            canonical = (chart / "files" / "prometheus-rules.yml").read_text()
+            for name, text in rules.items():
+                if text != canonical:
+                    self.fail(f"ConfigMap/prometheus-rules: {name} differs from files/prometheus-rules.yml")
+                (out / "prometheus" / "rules" / name).write_text(text)
+        am = self.get("ConfigMap", "alertmanager-config")
+        if am:
+            (out / "alertmanager.yml").write_text(am["data"]["alertmanager.yml"])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("rendered")
+    parser.add_argument("--chart", required=True, type=Path)
+    parser.add_argument("--extract-dir", required=True, type=Path)
+    parser.add_argument("--expect", action="append", default=[], choices=FEATURES)
+    args = parser.parse_args()
+
+    c = Checker(args.rendered)
+    c.check_pods()
+    c.check_service_accounts()
+    c.check_services()
+    c.check_vote_api()
+    c.check_ingress()
+    c.check_network_policies()
+    c.check_pdb()
+    present = {
+        "pdb": bool(c.get("PodDisruptionBudget", "vote-api")),
+        "tls": bool(c.get("Ingress", "vote-api") and c.get("Ingress", "vote-api")["spec"].get("tls")),
+        "redis-auth": c.check_redis_auth(),
+        "ingress": bool(c.get("Ingress", "vote-api")),
+        "networkpolicy": bool(c.of_kind("NetworkPolicy")),
+        "prometheus": bool(c.get("Deployment", "prometheus")),
+        "alertmanager": bool(c.get("Deployment", "alertmanager")),
+        "seed": bool(c.get("Job", "vote-api-seed")),
+    }
+    for feature in FEATURES:
+        if present[feature] != (feature in args.expect):
+            c.fail(f"{feature}: expected {'present' if feature in args.expect else 'absent'}, found the opposite")
+    c.extract(args.chart, args.extract_dir)
+
+    for e in c.errors:
+        print(f"  FAIL {args.rendered}: {e}", file=sys.stderr)
+    if c.errors:
+        sys.exit(1)
+    print(f"  ok   {args.rendered}: {len(c.objects)} objects, policies hold")
+
+
+if __name__ == "__main__":
+    main()
