@@ -102,6 +102,7 @@ stop_streams() {
 # With scripts/test's stack (TEST_DATABASE_URL, TEST_REDIS_URL) it takes its own
 # database and a high Redis database number; alone it starts its own stack.
 OWN_STACK=""
+# demo_stack DB: DATABASE_URL and REDIS_URL of an empty database DB.
 demo_stack() {
   local db="$1" redis_db="${DEMO_REDIS_DB:-1023}"
   ensure_stack_packages
@@ -112,7 +113,7 @@ demo_stack() {
     REDIS_URL="${TEST_REDIS_URL%/}/$redis_db"
     say "PostgreSQL and Redis of scripts/test: database $db, Redis database $redis_db"
   else
-    OWN_STACK="$DEMO_DIR/stack"
+    OWN_STACK="$DEMO_DIR/stack-$db"
     local pg_port redis_port
     pg_port="$(free_port)"
     redis_port="$(free_port)"
@@ -198,3 +199,21 @@ seed_target() {
 # git apply outside any repository behaves like patch(1): keep git from finding
 # the work tree's repository above the copy.
 in_copy() { (cd "$1" && shift && GIT_CEILING_DIRECTORIES="$(dirname "$PWD")" "$@"); }
+
+# promtool: on PATH, or the one scripts/check-deploy unpacked, or Debian's
+# prometheus package unpacked into target/demo/tools (never installed: no
+# service starts, nothing outside target/ changes).
+find_promtool() {
+  local dir="$DEMO_DIR/tools" tmp
+  for PROMTOOL in "$(command -v promtool || true)" "$MAIN_TARGET/tools/debian/usr/bin/promtool" "$dir/usr/bin/promtool"; do
+    [ -n "$PROMTOOL" ] && [ -x "$PROMTOOL" ] && return 0
+  done
+  say "apt-get download prometheus (for promtool)"
+  apt-cache show prometheus >/dev/null 2>&1 || as_root apt-get update -qq
+  tmp="$(mktemp -d)" && chmod 755 "$tmp"
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root prometheus) || fail "apt-get download prometheus failed"
+  rm -rf "$dir" && mkdir -p "$dir" && dpkg-deb -x "$tmp"/prometheus_*.deb "$dir"
+  rm -rf "$tmp"
+  PROMTOOL="$dir/usr/bin/promtool"
+  [ -x "$PROMTOOL" ] || fail "no promtool in Debian's prometheus package"
+}
