@@ -2,6 +2,7 @@
 # helpers, the run-book blocks, a database for the demo, starting and stopping
 # vote-api, and the temporary copy where the fix is applied and built.
 # Source it after scripts/lib/stack.sh; do not run it.
+# shellcheck disable=SC2034 # FRAME, STARTUP, OUT, BLOCK, PROMTOOL are results for the caller
 
 DEMO_DIR="$ROOT/target/demo"
 MAIN_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
