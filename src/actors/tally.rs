@@ -21,6 +21,9 @@ use crate::poll::{Counts, CountsView, Snapshot};
 pub const TALLY_QUEUE: usize = 256;
 /// How often the tally checks that Redis still holds the counts.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Recounts that must show the same Redis/PostgreSQL mismatch before Redis
+/// is overwritten without being asked to (see `VoteTally::rebuild`).
+pub const MISMATCH_CONFIRMATIONS: u8 = 2;
 /// Upper bound for the writer waiting on the tally.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +62,7 @@ impl TallyHandle {
             // Out of step until proven otherwise: the first recount compares
             // Redis with PostgreSQL at start-up.
             in_step: false,
+            suspect: None,
         };
         (TallyHandle { tx }, tokio::spawn(actor.run()))
     }
@@ -109,6 +113,23 @@ struct VoteTally {
     metrics: Arc<Metrics>,
     /// False while Redis may lack some of our batches; cleared by a rebuild.
     in_step: bool,
+    /// A mismatch seen by an unforced recount, waiting for confirmation.
+    suspect: Option<Mismatch>,
+}
+
+/// Redis minus PostgreSQL per choice, and how often it was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mismatch {
+    diff: [i64; 5],
+    seen: u8,
+}
+
+fn difference(redis: &Counts, postgres: &Counts) -> [i64; 5] {
+    let mut diff = [0i64; 5];
+    for (d, (r, p)) in diff.iter_mut().zip(redis.0.iter().zip(postgres.0)) {
+        *d = *r as i64 - p as i64;
+    }
+    diff
 }
 
 impl VoteTally {
@@ -164,15 +185,27 @@ impl VoteTally {
         self.view.offer(local);
     }
 
+    /// Replaces Redis with `counts` from PostgreSQL. Unforced (start-up), a
+    /// mismatch must be seen again before Redis is overwritten: another
+    /// replica may have committed between our recount and our read of Redis,
+    /// and overwriting then would drop its votes from the live counts.
     async fn rebuild(&mut self, counts: Counts, force: bool) {
-        if !force
-            && let Ok(Some(stored)) = self.live.read().await
-            && stored.counts == counts
-        {
-            self.view.offer(stored);
-            self.in_step = true;
-            return;
+        if !force && let Ok(Some(stored)) = self.live.read().await {
+            let diff = difference(&stored.counts, &counts);
+            let seen = match self.suspect {
+                _ if diff == [0; 5] => 0,
+                Some(m) if m.diff == diff => m.seen + 1,
+                _ => 1,
+            };
+            if seen < MISMATCH_CONFIRMATIONS {
+                self.suspect = (seen > 0).then_some(Mismatch { diff, seen });
+                self.view.offer(stored);
+                self.in_step = true;
+                return;
+            }
+            warn!(?diff, "Redis and PostgreSQL disagree, rebuilding Redis");
         }
+        self.suspect = None;
         let newest = self.view.current();
         match self.live.rebuild(&counts, newest.seq).await {
             Ok(snapshot) => {
@@ -204,6 +237,9 @@ impl VoteTally {
                 self.request_recount(true);
             }
             return;
+        }
+        if self.suspect.is_some() {
+            self.request_recount(false);
         }
         match self.live.read().await {
             Ok(Some(stored)) => {
