@@ -31,27 +31,18 @@ indent() { sed "s/^/        ${C_D}│${C_0} /"; }
 show_cmd() { sed "1s/^/      \$ /; 2,\$s/^/        /"; }
 
 # ---- the run-book's commands ------------------------------------------------------
-# The run-book (README.md, or docs/demo.md before it is folded in) marks each
+# The run-book in README.md marks each
 # command the speaker types with a line `# rehearse: NAME` inside its code
 # block. block NAME loads the lines after the marker up to the end of the block
 # into $BLOCK, so rehearse runs exactly what the speaker will type.
 block() {
-  local name="$1" file text found=""
-  BLOCK=""
-  for file in README.md docs/demo.md; do
-    [ -f "$ROOT/$file" ] || continue
-    # The block may sit in a list item: its lines lose the marker's indentation.
-    text="$(awk -v m="# rehearse: $name" '
-      !on && index($0, m) && $0 ~ "^ *" m "$" { on = 1; pad = index($0, m) - 1; next }
-      on && /^ *```/ { exit }
-      on { print substr($0, pad + 1) }' "$ROOT/$file")"
-    [ -n "$text" ] || continue
-    if [ -n "$found" ] && [ "$text" != "$BLOCK" ]; then
-      fail "the run-book block '$name' differs between $found and $file"
-    fi
-    BLOCK="$text" found="$file"
-  done
-  [ -n "$found" ] || fail "no run-book block '# rehearse: $name' in README.md or docs/demo.md"
+  local name="$1"
+  # The block may sit in a list item: its lines lose the marker's indentation.
+  BLOCK="$(awk -v m="# rehearse: $name" '
+    !on && index($0, m) && $0 ~ "^ *" m "$" { on = 1; pad = index($0, m) - 1; next }
+    on && /^ *```/ { exit }
+    on { print substr($0, pad + 1) }' "$ROOT/README.md")"
+  [ -n "$BLOCK" ] || fail "no run-book block '# rehearse: $name' in README.md"
 }
 
 # run_block NAME: shows the block and runs it in bash (VOTE_URL, ADMIN_TOKEN
