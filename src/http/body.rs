@@ -170,9 +170,15 @@ pub struct ErrorDetail(pub String);
 
 /// The `{"detail": ...}` answer for an error.
 pub fn error(e: &ApiError) -> Response<Body> {
-    let detail = e.to_string();
-    let mut resp = json(e.status(), &serde_json::json!({ "detail": detail }));
-    resp.extensions_mut().insert(ErrorDetail(detail));
+    let resp = json(e.status(), &serde_json::json!({ "detail": e.to_string() }));
+    mark_error(resp, e)
+}
+
+/// Adds what every answer to `e` carries, whatever its body format: the
+/// detail for the router (the projector's degraded sign shows it) and the
+/// headers the status calls for.
+pub fn mark_error(mut resp: Response<Body>, e: &ApiError) -> Response<Body> {
+    resp.extensions_mut().insert(ErrorDetail(e.to_string()));
     let h = resp.headers_mut();
     match e {
         ApiError::MethodNotAllowed(allow) => {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
@@ -132,15 +132,10 @@ pub fn vote_refused(
         status: error.status().as_u16(),
         detail: error.to_string(),
     };
-    let mut resp = body::html(error.status(), views::vote::refused(&view));
-    // The router reports a 5xx with this detail to the projector's sign.
-    resp.extensions_mut()
-        .insert(body::ErrorDetail(error.to_string()));
-    if error.status() == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
+    body::mark_error(
+        body::html(error.status(), views::vote::refused(&view)),
+        error,
+    )
 }
 
 /// The HTML answer to a reset posted from the admin form.
