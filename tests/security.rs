@@ -243,6 +243,91 @@ async fn forged_pubsub_messages_are_ignored_and_counted() {
     app.stop().await;
 }
 
+/// Runs the chart's app-role script as the superuser, as its init container does.
+fn apply_app_role(database_url: &str, role: &str) {
+    let db = database_url.rsplit('/').next().expect("database name");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/helm/conference-app/files/postgresql-app-role.sql"
+    );
+    let status = Command::new("psql")
+        .args(["-X", "-q", database_url, "-f", script])
+        .args(["-v", &format!("role={role}"), "-v", &format!("db={db}")])
+        .env("APP_POSTGRES_PASSWORD", "app-role-password")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("psql on PATH (scripts/test installs PostgreSQL)");
+    assert!(status.success(), "postgresql-app-role.sql failed");
+}
+
+#[tokio::test]
+async fn the_charts_app_role_owns_its_tables_and_nothing_else() {
+    let stack = Stack::fresh().await;
+    // A v1 install: the superuser created the tables.
+    vote_api::prepare_db(&stack.config())
+        .await
+        .expect("migrate as the superuser");
+    let role = format!(
+        "app_{}_{}",
+        std::process::id(),
+        stack.database_url.rsplit('_').next().expect("suffix")
+    );
+    // Idempotent: the init container runs before every start.
+    apply_app_role(&stack.database_url, &role);
+    apply_app_role(&stack.database_url, &role);
+
+    let mut config = stack.config();
+    config.database_url =
+        stack
+            .database_url
+            .replacen("://postgres@", &format!("://{role}:app-role-password@"), 1);
+    let app = TestApp::start_on(&stack, config.clone()).await;
+    assert_eq!(
+        app.vote("ai", Some("conf-partner-2026")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(vote_rows(&stack.database_url).await, 1);
+    app.stop().await;
+
+    let admin = pg_connect(&stack.database_url).await;
+    let powers = admin
+        .query_one(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
+             FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .expect("role exists");
+    for i in 0..5 {
+        assert!(!powers.get::<_, bool>(i), "power {i} granted");
+    }
+    let foreign: Vec<String> = admin
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tableowner <> $1",
+            &[&role],
+        )
+        .await
+        .expect("owners")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "tables not owned by the app role: {foreign:?}"
+    );
+    let as_app = pg_connect(&config.database_url).await;
+    for forbidden in [
+        format!("CREATE DATABASE {role}_other"),
+        format!("CREATE ROLE {role}_other"),
+        "ALTER SYSTEM SET work_mem = '1GB'".to_owned(),
+    ] {
+        assert!(
+            as_app.batch_execute(&forbidden).await.is_err(),
+            "{forbidden}"
+        );
+    }
+}
+
 #[test]
 fn a_blank_admin_token_stops_start_up_with_one_line_naming_it() {
     for blank in ["", "   "] {
