@@ -277,8 +277,12 @@ async fn listen(live: Live, view: CountsView, metrics: Arc<Metrics>, shutdown: C
                         next = announcements.next() => match next {
                             Some(announced) => {
                                 if let Err(why) = take(&live, &view, announced).await {
-                                    warn!(reason = why.label(), "ignored a pub/sub message that fails validation");
-                                    metrics.pubsub_rejected.with_label_values(&[why.label()]).inc();
+                                    let rejected = metrics.pubsub_rejected.with_label_values(&[why.label()]);
+                                    rejected.inc();
+                                    // Logged at 1, 2, 4, 8…: a flood of forgeries cannot flood the log.
+                                    if rejected.get().is_power_of_two() {
+                                        warn!(reason = why.label(), total = rejected.get(), "ignored pub/sub messages that fail validation");
+                                    }
                                 }
                             }
                             None => break,
