@@ -2,9 +2,11 @@
 //! `Config::from_env` is the only reader of process variables; everything
 //! else receives the parsed values, so tests build a `Config` by hand.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::brand::Conference;
@@ -35,8 +37,47 @@ pub struct Config {
     pub conference: Option<Conference>,
     pub public_url: Option<String>,
     pub db_pool_size: usize,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<AdminToken>,
+    /// When set, `/metrics` is served there only (not on `bind_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
+}
+
+/// The `ADMIN_TOKEN`, kept only as its SHA-256 digest: comparing two
+/// fixed-size digests takes the same time whatever the token's length or
+/// content, and `Debug` cannot print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        AdminToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// True when `presented` is the token, in time independent of both.
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // No early exit: every byte is compared; black_box keeps the
+        // optimiser from turning the fold back into a short-circuit.
+        let diff = self
+            .0
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | std::hint::black_box(a ^ b));
+        diff == 0
+    }
+}
+
+impl From<&str> for AdminToken {
+    fn from(token: &str) -> Self {
+        AdminToken::new(token)
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
 }
 
 impl Config {
@@ -108,6 +149,34 @@ impl Config {
                 .map_err(|e| invalid("DB_MAX_OVERFLOW", &overflow, e))?;
         }
 
+        let admin_token = match lookup("ADMIN_TOKEN") {
+            None => None,
+            // Set but blank used to switch authentication off silently.
+            Some(token) if token.trim().is_empty() => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    &token,
+                    "set but empty: unset it (admin from loopback only) or give a token of at least 24 characters",
+                ));
+            }
+            Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    "***",
+                    "only visible ASCII characters (no spaces): it is sent as a Bearer token",
+                ));
+            }
+            Some(token) => Some(AdminToken::new(&token)),
+        };
+
+        let metrics_addr = match optional("METRICS_ADDR") {
+            None => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| invalid("METRICS_ADDR", &addr, e))?,
+            ),
+        };
+
         let format = get("LOG_FORMAT", "text");
         let log_format = match format.as_str() {
             "text" => LogFormat::Text,
@@ -124,7 +193,8 @@ impl Config {
             conference,
             public_url,
             db_pool_size,
-            admin_token: optional("ADMIN_TOKEN"),
+            admin_token,
+            metrics_addr,
             log_format,
         })
     }
@@ -187,6 +257,10 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CONFERENCE", "woodstock"),
             ("PUBLIC_URL", "ftp://example.org"),
+            ("METRICS_ADDR", "0.0.0.0"),
+            ("ADMIN_TOKEN", ""),
+            ("ADMIN_TOKEN", "  "),
+            ("ADMIN_TOKEN", "two words"),
         ] {
             let err = parse(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
@@ -224,7 +298,35 @@ mod tests {
             config.public_url.as_deref(),
             Some("https://vote.example.org")
         );
-        assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(config.admin_token, Some(AdminToken::new("s3cret")));
         assert_eq!(config.app_version, "dev-mirrord");
+    }
+
+    #[test]
+    fn admin_token_errors_never_show_it() {
+        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2")]).expect_err("space");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let config = parse(&[("ADMIN_TOKEN", "hunter2")]).expect("valid");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn admin_token_matches_only_itself() {
+        let token = AdminToken::new("0123456789abcdef01234567");
+        assert!(token.matches("0123456789abcdef01234567"));
+        assert!(!token.matches("0123456789abcdef01234568"));
+        assert!(!token.matches("0123456789abcdef0123456"), "a prefix");
+        assert!(!token.matches("0123456789abcdef012345670"), "longer");
+        assert!(!token.matches(""));
+    }
+
+    #[test]
+    fn metrics_addr_is_optional() {
+        assert_eq!(parse(&[]).expect("valid").metrics_addr, None);
+        let config = parse(&[("METRICS_ADDR", "0.0.0.0:9102")]).expect("valid");
+        assert_eq!(
+            config.metrics_addr,
+            Some("0.0.0.0:9102".parse().expect("addr"))
+        );
     }
 }

@@ -54,6 +54,8 @@ pub enum StartError {
 pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set (actually bound).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -93,16 +95,12 @@ pub async fn prepare_db(config: &Config) -> Result<deadpool_postgres::Pool, Star
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let pool = prepare_db(&config).await?;
     let live = Live::connect(&config.redis_url, replica_name())?;
-    let listener = TcpListener::bind(config.bind_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.bind_addr,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.bind_addr,
-        source,
-    })?;
+    let (listener, addr) = bind(config.bind_addr).await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(at) => Some(bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
 
     let metrics = Arc::new(Metrics::new());
     metrics.db_pool_size.set(config.db_pool_size as i64);
@@ -125,10 +123,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     });
     info!(%addr, version = %state.config.app_version, "vote-api listening");
+    let metrics_task = metrics_listener.map(|(listener, at)| {
+        info!(addr = %at, "metrics on their own listener");
+        tokio::spawn(serve_metrics(listener, state.clone(), shutdown.clone()))
+    });
 
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         http::serve(listener, state, token).await;
+        if let Some(metrics) = metrics_task {
+            let _ = metrics.await;
+        }
         // The last handles go with the state; the writer then drains and the
         // rest of the graph follows.
         tasks.join(ACTOR_DRAIN).await;
@@ -136,9 +141,94 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     Ok(Running {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Connections the metrics listener serves at once: Prometheus needs one or two.
+const METRICS_CONNECTIONS: usize = 8;
+
+/// The `METRICS_ADDR` listener: `GET /metrics` and nothing else, so the
+/// public port never shows queue depths and process figures.
+async fn serve_metrics(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(metrics_only(&state, &req)) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(http::HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(http::SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+fn metrics_only<B>(
+    state: &Arc<AppState>,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http::body::Body> {
+    use http::error::ApiError;
+    use hyper::Method;
+    let started = Instant::now();
+    let (endpoint, resp) = match (req.uri().path(), req.method()) {
+        ("/metrics", &Method::GET | &Method::HEAD) => (
+            metrics::Endpoint::Metrics,
+            http::handlers::probes::metrics(state),
+        ),
+        ("/metrics", _) => (
+            metrics::Endpoint::Metrics,
+            http::body::error(&ApiError::MethodNotAllowed("GET, HEAD")),
+        ),
+        _ => (
+            metrics::Endpoint::Other,
+            http::body::error(&ApiError::NotFound),
+        ),
+    };
+    state.metrics.observe_request(
+        metrics::method_label(req.method()),
+        endpoint,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 /// A name for this replica in pub/sub messages: the pod name when present.

@@ -23,6 +23,14 @@ pub const SEQ_KEY: &str = "vote-api:seq";
 pub const CHANNEL_PREFIX: &str = "vote-api:changes:";
 /// Upper bound for any single Redis call; Redis answers in microseconds when healthy.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest replica name accepted in an announcement (ours: host name and PID).
+pub const MAX_ORIGIN_BYTES: usize = 128;
+/// Largest count accepted in an announcement: far beyond any audience, far
+/// below an overflow when five of them are summed.
+pub const MAX_ANNOUNCED_COUNT: u64 = 1 << 40;
+/// How far an announced sequence may run ahead of the newest one this replica
+/// knows before it is checked against Redis's own sequence.
+pub const MAX_SEQ_STEP: u64 = 1 << 16;
 
 /// A Redis failure (kept for logs; clients see "Redis not available").
 #[derive(Debug, Error)]
@@ -174,16 +182,69 @@ impl Live {
         }))
     }
 
-    /// Subscribes to change announcements. The stream ends when the
-    /// connection drops; the caller resubscribes.
-    pub async fn subscribe(&self) -> Result<impl Stream<Item = Announcement> + use<>, LiveError> {
+    /// The global change sequence Redis holds (`None` when it holds none).
+    pub async fn stored_seq(&self) -> Result<Option<u64>, LiveError> {
+        let mut conn = self.conn.clone();
+        bounded(async {
+            Ok(redis::cmd("GET")
+                .arg(SEQ_KEY)
+                .query_async(&mut conn)
+                .await?)
+        })
+        .await
+    }
+
+    /// Subscribes to change announcements, each parsed or rejected. The
+    /// stream ends when the connection drops; the caller resubscribes.
+    pub async fn subscribe(
+        &self,
+    ) -> Result<impl Stream<Item = Result<Announcement, Rejected>> + use<>, LiveError> {
         let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
             .await
             .map_err(|_| LiveError::Timeout)??;
         bounded(async { Ok(pubsub.subscribe(&self.channel).await?) }).await?;
         Ok(pubsub
             .into_on_message()
-            .filter_map(|msg| async move { Announcement::parse(msg.get_payload_bytes()) }))
+            .map(|msg| Announcement::parse(msg.get_payload_bytes())))
+    }
+
+    /// Whether `announced` may move the counts: newer than what this replica
+    /// knows (`Ok(false)` for a stale one, a normal race), and not beyond the
+    /// sequence Redis itself holds. Anyone who can publish on the channel
+    /// could otherwise send `seq = u64::MAX` and freeze every replica's view.
+    pub async fn check_seq(&self, announced: u64, known: u64) -> Result<bool, Rejected> {
+        if announced <= known {
+            return Ok(false);
+        }
+        if announced - known <= MAX_SEQ_STEP {
+            return Ok(true);
+        }
+        // A long jump (this replica missed many changes) must be real: every
+        // genuine announcement carries a sequence Redis has already issued.
+        match self.stored_seq().await {
+            Ok(Some(stored)) if announced <= stored => Ok(true),
+            _ => Err(Rejected::SeqOutOfBounds),
+        }
+    }
+}
+
+/// Why an announcement was ignored (the label of `pubsub_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not `origin seq c1 c2 c3 c4 c5` with bounded, non-negative numbers.
+    Malformed,
+    /// A sequence Redis never issued.
+    SeqOutOfBounds,
+}
+
+impl Rejected {
+    pub const ALL: [Rejected; 2] = [Rejected::Malformed, Rejected::SeqOutOfBounds];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejected::Malformed => "malformed",
+            Rejected::SeqOutOfBounds => "seq_out_of_bounds",
+        }
     }
 }
 
@@ -195,21 +256,43 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// Parses `origin seq c1 c2 c3 c4 c5`; anything else is ignored.
-    pub fn parse(payload: &[u8]) -> Option<Self> {
+    /// Parses `origin seq c1 c2 c3 c4 c5` strictly: a short visible origin,
+    /// decimal digits only (no sign), counts within `MAX_ANNOUNCED_COUNT`.
+    pub fn parse(payload: &[u8]) -> Result<Self, Rejected> {
+        Self::parse_parts(payload).ok_or(Rejected::Malformed)
+    }
+
+    fn parse_parts(payload: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut parts = text.split(' ');
-        let origin = parts.next()?.to_owned();
+        let origin = parts.next()?;
+        let origin_ok = (1..=MAX_ORIGIN_BYTES).contains(&origin.len())
+            && origin.bytes().all(|b| b.is_ascii_graphic());
+        if !origin_ok {
+            return None;
+        }
         let mut numbers = [0u64; 6];
         for slot in &mut numbers {
-            *slot = parts.next()?.parse().ok()?;
+            let part = parts.next()?;
+            // u64::from_str accepts a leading '+'; only plain digits are ours.
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *slot = part.parse().ok()?;
         }
         if parts.next().is_some() {
             return None;
         }
         let [seq, c0, c1, c2, c3, c4] = numbers;
+        if seq == 0
+            || [c0, c1, c2, c3, c4]
+                .iter()
+                .any(|&c| c > MAX_ANNOUNCED_COUNT)
+        {
+            return None;
+        }
         Some(Announcement {
-            origin,
+            origin: origin.to_owned(),
             snapshot: Snapshot {
                 counts: Counts([c0, c1, c2, c3, c4]),
                 seq,
@@ -235,9 +318,28 @@ mod tests {
         assert_eq!(a.origin, "pod-a");
         assert_eq!(a.snapshot.seq, 7);
         assert_eq!(a.snapshot.counts, Counts([1, 2, 3, 4, 5]));
-        assert!(Announcement::parse(b"pod-a 7 1 2 3 4").is_none());
-        assert!(Announcement::parse(b"pod-a 7 1 2 3 4 5 6").is_none());
-        assert!(Announcement::parse(b"pod-a x 1 2 3 4 5").is_none());
-        assert!(Announcement::parse(&[0xff, 0xfe]).is_none());
+        let long_origin = format!("{} 7 1 2 3 4 5", "a".repeat(MAX_ORIGIN_BYTES + 1));
+        let too_big = format!("pod-a 7 {} 0 0 0 0", MAX_ANNOUNCED_COUNT + 1);
+        for bad in [
+            &b"pod-a 7 1 2 3 4"[..],
+            b"pod-a 7 1 2 3 4 5 6",
+            b"pod-a x 1 2 3 4 5",
+            b"pod-a 7 -1 2 3 4 5",
+            b"pod-a 7 +1 2 3 4 5",
+            b"pod-a 0 1 2 3 4 5",
+            b"pod-a 7 1  2 3 4 5",
+            b"pod-a 18446744073709551616 1 2 3 4 5",
+            b" 7 1 2 3 4 5",
+            long_origin.as_bytes(),
+            too_big.as_bytes(),
+            &[0xff, 0xfe],
+        ] {
+            assert_eq!(
+                Announcement::parse(bad),
+                Err(Rejected::Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -83,6 +83,7 @@ pub struct Metrics {
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
     pub failure_reports_dropped: IntCounter,
+    pub pubsub_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -160,6 +161,20 @@ impl Metrics {
         .expect("valid metric");
         reg(Box::new(commit_seconds.clone()));
 
+        let pubsub_rejected = IntCounterVec::new(
+            Opts::new(
+                "pubsub_rejected_total",
+                "Redis pub/sub messages ignored because they failed validation, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(pubsub_rejected.clone()));
+        // Both series from the start, so an alert can use increase() from zero.
+        for reason in crate::live::Rejected::ALL {
+            pubsub_rejected.with_label_values(&[reason.label()]);
+        }
+
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -207,6 +222,7 @@ impl Metrics {
                 "failure_reports_dropped_total",
                 "Failed-vote reports dropped because the broadcaster's queue was full",
             ),
+            pubsub_rejected,
             registry,
         }
     }
@@ -251,6 +267,7 @@ fn status_label(status: u16) -> &'static str {
         304 => "304",
         400 => "400",
         401 => "401",
+        403 => "403",
         404 => "404",
         405 => "405",
         413 => "413",

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::live::Live;
+use crate::live::{Announcement, Live, Rejected};
 use crate::metrics::Metrics;
 use crate::poll::{Counts, CountsView, Snapshot};
 
@@ -193,6 +193,7 @@ impl ResultsBroadcaster {
         let listener = tokio::spawn(listen(
             self.live.clone(),
             self.view.clone(),
+            self.metrics.clone(),
             self.shutdown.clone(),
         ));
         let mut tick = tokio::time::interval(STATUS_TICK);
@@ -264,8 +265,9 @@ impl ResultsBroadcaster {
     }
 }
 
-/// Feeds other replicas' announcements into the view, resubscribing after drops.
-async fn listen(live: Live, view: CountsView, shutdown: CancellationToken) {
+/// Feeds other replicas' announcements into the view, resubscribing after
+/// drops. Only validated ones reach the counts; the rest are counted.
+async fn listen(live: Live, view: CountsView, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         match live.subscribe().await {
             Ok(announcements) => {
@@ -273,9 +275,14 @@ async fn listen(live: Live, view: CountsView, shutdown: CancellationToken) {
                 loop {
                     tokio::select! {
                         next = announcements.next() => match next {
-                            Some(a) => {
-                                if view.offer(a.snapshot) {
-                                    debug!(origin = %a.origin, seq = a.snapshot.seq, "counts from pub/sub");
+                            Some(announced) => {
+                                if let Err(why) = take(&live, &view, announced).await {
+                                    let rejected = metrics.pubsub_rejected.with_label_values(&[why.label()]);
+                                    rejected.inc();
+                                    // Logged at 1, 2, 4, 8…: a flood of forgeries cannot flood the log.
+                                    if rejected.get().is_power_of_two() {
+                                        warn!(reason = why.label(), total = rejected.get(), "ignored pub/sub messages that fail validation");
+                                    }
                                 }
                             }
                             None => break,
@@ -292,6 +299,19 @@ async fn listen(live: Live, view: CountsView, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Offers a valid announcement to the view.
+async fn take(
+    live: &Live,
+    view: &CountsView,
+    announced: Result<Announcement, Rejected>,
+) -> Result<(), Rejected> {
+    let a = announced?;
+    if live.check_seq(a.snapshot.seq, view.current().seq).await? && view.offer(a.snapshot) {
+        debug!(origin = %a.origin, seq = a.snapshot.seq, "counts from pub/sub");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ pub fn mark_error(mut resp: Response<Body>, e: &ApiError) -> Response<Body> {
         ApiError::MethodNotAllowed(allow) => {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        ApiError::Unauthorized => {
+        ApiError::Unauthorized | ApiError::AdminTokenUnset => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         ApiError::CacheExhausted(_) | ApiError::DbUnavailable | ApiError::Overloaded => {

@@ -33,8 +33,16 @@ pub enum ApiError {
     Overloaded,
     #[error("Add ?confirm=yes to reset the session")]
     ConfirmRequired,
-    #[error("Missing or wrong admin token")]
+    #[error("Missing or wrong admin token (ADMIN_TOKEN): send it as Authorization: Bearer <token>")]
     Unauthorized,
+    #[error(
+        "Admin actions from another machine need ADMIN_TOKEN: this server has none set, so it accepts them only from loopback"
+    )]
+    AdminTokenUnset,
+    #[error(
+        "Cross-site request refused: POST only from this site's own pages (Origin or Sec-Fetch-Site names another site)"
+    )]
+    CrossSite,
     #[error("Not found")]
     NotFound,
     #[error("Method not allowed")]
@@ -55,7 +63,8 @@ impl ApiError {
             ApiError::CacheExhausted(_) | ApiError::DbUnavailable | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::AdminTokenUnset => StatusCode::UNAUTHORIZED,
+            ApiError::CrossSite => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }

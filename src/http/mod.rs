@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod router;
 pub mod sse;
@@ -57,9 +58,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -70,7 +71,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req| router::handle(state.clone(), req));
+        let service = service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(guard::Peer(peer));
+            router::handle(state.clone(), req)
+        });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)

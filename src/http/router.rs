@@ -13,7 +13,7 @@ use tracing::info;
 use super::AppState;
 use super::body::{self, Body};
 use super::error::ApiError;
-use super::handlers;
+use super::{guard, handlers};
 use crate::metrics::{Endpoint, method_label};
 
 /// Which methods a route accepts.
@@ -68,17 +68,26 @@ pub async fn handle(
     let started = Instant::now();
     let method = method_label(req.method());
     let path = req.uri().path().to_owned();
-    let (endpoint, resp) = match resolve(&path) {
+    // With METRICS_ADDR, /metrics lives on its own listener only.
+    let metrics_apart = state.config.metrics_addr.is_some();
+    let route = resolve(&path).filter(|(e, _)| !(metrics_apart && *e == Endpoint::Metrics));
+    let (endpoint, resp) = match route {
         None => (Endpoint::Other, body::error(&ApiError::NotFound)),
         Some((endpoint, allowed)) if !allowed.permits(req.method()) => (
             endpoint,
             body::error(&ApiError::MethodNotAllowed(allowed.header())),
         ),
-        Some((endpoint, _)) => {
-            let resp = dispatch(&state, endpoint, req)
-                .await
-                .unwrap_or_else(|e| body::error(&e));
-            (endpoint, resp)
+        Some((endpoint, allowed)) => {
+            // Every POST changes state: none may come from another site's page.
+            let allowed_here = match allowed {
+                Allowed::Post => guard::same_origin(&req, state.config.public_url.as_deref()),
+                Allowed::Get => Ok(()),
+            };
+            let resp = match allowed_here {
+                Ok(()) => dispatch(&state, endpoint, req).await,
+                Err(e) => Err(e),
+            };
+            (endpoint, resp.unwrap_or_else(|e| body::error(&e)))
         }
     };
     let status = resp.status().as_u16();

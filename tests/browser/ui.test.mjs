@@ -7,6 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -477,6 +478,61 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   );
   assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
   assert.equal(await plain.page.locator("input[name=referral]").getAttribute("value"), PARTNER, "retry keeps the referral");
+});
+
+/** Serves `html` on a port of its own: a page of another site. */
+function startForeignSite(html) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(html);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({ port: server.address().port, close: () => new Promise((done) => server.close(done)) }),
+    ),
+  );
+}
+
+test("a page on another site cannot vote or reset through the visitor's browser: 403, nothing changes", async () => {
+  // The classic CSRF forms: text/plain smuggles JSON past CORS, urlencoded is a
+  // plain vote, and a reset with a guessed token. All submitted by the browser.
+  const site = await startForeignSite(`<!doctype html><title>Free pizza</title>
+    <form id="json" method="post" action="${BASE}/vote" enctype="text/plain">
+      <input name='{"choice":"ai","x":"' value='"}'></form>
+    <form id="form" method="post" action="${BASE}/vote"><input name="choice" value="ai"></form>
+    <form id="reset" method="post" action="${BASE}/admin/reset?confirm=yes">
+      <input name="token" value="guess"></form>`);
+  const ctx = await browser.newContext();
+  contexts.push(ctx);
+  try {
+    const before = await counts();
+    // localhost vs 127.0.0.1: another site (Sec-Fetch-Site: cross-site); another
+    // port of the same host: same site, but still another origin.
+    for (const origin of [`http://localhost:${site.port}`, `http://127.0.0.1:${site.port}`]) {
+      for (const form of ["json", "form", "reset"]) {
+        const page = await ctx.newPage();
+        await page.goto(`${origin}/`);
+        const answer = page.waitForResponse((r) => r.url().startsWith(BASE) && r.request().method() === "POST");
+        await page.evaluate((id) => document.getElementById(id).submit(), form);
+        const resp = await answer;
+        assert.equal(resp.status(), 403, `${origin} ${form}`);
+        assert.equal(resp.request().headers()["origin"], origin);
+        assert.match(await resp.text(), /Cross-site request refused/);
+        await page.close();
+      }
+      // fetch without CORS: the request goes out, the guard refuses it.
+      const page = await ctx.newPage();
+      await page.goto(`${origin}/`);
+      const answer = page.waitForResponse((r) => r.url() === `${BASE}/vote`);
+      await page.evaluate((url) => fetch(url, { method: "POST", mode: "no-cors", body: "choice=ai",
+        headers: { "content-type": "application/x-www-form-urlencoded" } }), `${BASE}/vote`);
+      assert.equal((await answer).status(), 403);
+      await page.close();
+    }
+    assert.deepEqual(await counts(), before, "no vote counted, nothing reset");
+  } finally {
+    await site.close();
+  }
 });
 
 test("no page requested anything from another origin, broke the CSP or threw", () => {

@@ -126,6 +126,8 @@ pub async fn vote_rows(database_url: &str) -> i64 {
 /// A running instance of the real application.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The `METRICS_ADDR` listener, when the config set one.
+    pub metrics_addr: Option<SocketAddr>,
     pub stack: Stack,
     running: vote_api::Running,
 }
@@ -148,6 +150,7 @@ impl TestApp {
             .expect("start vote-api");
         TestApp {
             addr: running.addr,
+            metrics_addr: running.metrics_addr,
             stack: stack.clone(),
             running,
         }

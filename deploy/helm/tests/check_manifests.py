@@ -7,7 +7,9 @@ read-only, capabilities dropped, seccomp RuntimeDefault, requests and limits;
 no service-account token where none is needed; every referenced Secret,
 ConfigMap, Service and port exists; vote-api probes /health and /ready; the
 ingress keeps SSE unbuffered; the rule file in the ConfigMap is byte-for-byte
-the canonical one. It also writes the rendered Prometheus and Alertmanager
+the canonical one; /metrics is on its own port, which the Ingress never routes
+and only Prometheus may reach; vote-api connects to PostgreSQL as its own
+non-superuser role; Redis has a password that REDIS_URL carries. It also writes the rendered Prometheus and Alertmanager
 configurations to --extract-dir so promtool and amtool can check them.
 
 Usage: check_manifests.py RENDERED.yaml --chart DIR --extract-dir DIR
@@ -159,6 +161,102 @@ class Checker:
             if name not in env:
                 self.fail(f"Deployment/vote-api: env {name} missing")
 
+    def check_metrics_port(self):
+        """/metrics lives on METRICS_ADDR's port: Prometheus scrapes it, the
+        Ingress and the public Service never route it, and only Prometheus may
+        reach it."""
+        deploy = self.get("Deployment", "vote-api")
+        if not deploy:
+            return
+        c = next(c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "vote-api")
+        ports = {p.get("name"): p["containerPort"] for p in c["ports"]}
+        port = ports.get("metrics")
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        if port is None or port == 8000:
+            self.fail("Deployment/vote-api: needs a container port named metrics, not 8000")
+            return
+        if env.get("METRICS_ADDR") != f"0.0.0.0:{port}":
+            self.fail(f"Deployment/vote-api: METRICS_ADDR must be 0.0.0.0:{port}, found {env.get('METRICS_ADDR')!r}")
+        public = self.get("Service", "vote-api")
+        if public and any(p.get("targetPort") in ("metrics", port) for p in public["spec"]["ports"]):
+            self.fail("Service/vote-api: must not expose the metrics port")
+        ing = self.get("Ingress", "vote-api")
+        if ing:
+            for rule in ing["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    backend = path["backend"]["service"]
+                    svc = self.get("Service", backend["name"])
+                    named = backend["port"].get("name") or backend["port"].get("number")
+                    targets = [p.get("targetPort") for p in (svc or {}).get("spec", {}).get("ports", [])
+                               if named in (p.get("name"), p["port"])]
+                    if path["path"].startswith("/metrics") or any(t in ("metrics", port) for t in targets):
+                        self.fail(f"Ingress/vote-api: routes {path['path']} to the metrics port")
+        config = self.get("ConfigMap", "prometheus-config")
+        if config:
+            scrape = yaml.safe_load(config["data"]["prometheus.yml"])["scrape_configs"]
+            job = next((j for j in scrape if j["job_name"] == "vote-api"), None)
+            if not job or any(sd.get("port") != port for sd in job.get("dns_sd_configs", [])):
+                self.fail(f"prometheus.yml: job vote-api must scrape port {port}")
+        policy = self.get("NetworkPolicy", "vote-api")
+        if policy:
+            prometheus = self.get("Deployment", "prometheus")
+            prom_labels = prometheus["spec"]["template"]["metadata"]["labels"] if prometheus else None
+            for rule in policy["spec"].get("ingress", []):
+                rule_ports = [p.get("port") for p in rule.get("ports", [])]
+                if not rule_ports:
+                    self.fail("NetworkPolicy/vote-api: an ingress rule without ports admits the metrics port")
+                    continue
+                if not any(p in ("metrics", port) for p in rule_ports):
+                    continue
+                peers = rule.get("from", [])
+                only_prometheus = prom_labels and peers and all(
+                    set(peer) == {"podSelector"}
+                    and all(prom_labels.get(k) == v for k, v in peer["podSelector"]["matchLabels"].items())
+                    for peer in peers
+                )
+                if not only_prometheus:
+                    self.fail("NetworkPolicy/vote-api: the metrics port must admit Prometheus only")
+
+    def check_postgres_role(self, chart):
+        """vote-api connects as its own role, which the init container keeps
+        non-superuser with files/postgresql-app-role.sql."""
+        secret = (self.get("Secret", "conference-app-secrets") or {}).get("stringData", {})
+        pg = self.get("Deployment", "postgresql")
+        if not pg or "DATABASE_URL" not in secret:
+            self.fail("Deployment/postgresql and DATABASE_URL in Secret/conference-app-secrets must be rendered")
+            return
+        env = {e["name"]: e.get("value") for e in pg["spec"]["template"]["spec"]["containers"][0]["env"]}
+        superuser = env.get("POSTGRES_USER")
+        app_user = secret["DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+        if app_user == superuser:
+            self.fail(f"Secret: DATABASE_URL connects as the superuser {superuser!r}")
+        if secret.get("APP_POSTGRES_PASSWORD") and f":{secret['APP_POSTGRES_PASSWORD']}@" not in secret["DATABASE_URL"]:
+            self.fail("Secret: DATABASE_URL does not carry APP_POSTGRES_PASSWORD")
+        sql = (self.get("ConfigMap", "postgresql-app-role") or {}).get("data", {}).get("app-role.sql")
+        if sql != (chart / "files" / "postgresql-app-role.sql").read_text():
+            self.fail("ConfigMap/postgresql-app-role: must hold files/postgresql-app-role.sql")
+        elif not all(w in sql for w in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE")):
+            self.fail("files/postgresql-app-role.sql: the role must be NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        for owner, template in self.pod_specs():
+            spec = template["spec"]
+            uses_app_url = any(
+                e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") == "DATABASE_URL"
+                for c in spec["containers"] for e in c.get("env", [])
+            )
+            if not uses_app_url:
+                continue
+            init = [c for c in spec.get("initContainers", []) if c["name"] == "postgresql-app-role"]
+            if not init:
+                self.fail(f"{owner}: connects as {app_user!r} without the postgresql-app-role init container")
+                continue
+            args = init[0]["command"]
+            if f"role={app_user}" not in args or "-U" not in args or args[args.index("-U") + 1] != superuser:
+                self.fail(f"{owner}: postgresql-app-role must run as {superuser!r} for role {app_user!r}")
+            for c in spec["containers"]:
+                keys = {e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") for e in c.get("env", [])}
+                if "POSTGRES_PASSWORD" in keys:
+                    self.fail(f"{owner} container {c['name']}: must not see the superuser password")
+
     def check_ingress(self):
         ing = self.get("Ingress", "vote-api")
         if not ing:
@@ -207,9 +305,9 @@ class Checker:
             return False
         secret = secret_obj["stringData"]
         redis = redis_obj["spec"]["template"]["spec"]["containers"][0]
-        has_password = "REDIS_PASSWORD" in secret
+        has_password = bool(secret.get("REDIS_PASSWORD"))
         if has_password != ("--requirepass" in redis["args"]):
-            self.fail("Deployment/redis: --requirepass must follow secrets.redisPassword")
+            self.fail("Deployment/redis: --requirepass must follow REDIS_PASSWORD")
         if has_password and f":{secret['REDIS_PASSWORD']}@" not in secret["REDIS_URL"]:
             self.fail("Secret: REDIS_URL does not carry the Redis password")
         return has_password
@@ -247,6 +345,8 @@ def main():
     c.check_services()
     c.check_vote_api()
     c.check_ingress()
+    c.check_metrics_port()
+    c.check_postgres_role(args.chart)
     c.check_network_policies()
     c.check_pdb()
     present = {

@@ -1,11 +1,11 @@
 //! `POST /admin/reset?confirm=yes[&referral_cache=yes]`: JSON for API
 //! clients (token in `Authorization: Bearer`), an HTML page for the admin
-//! page's form posted by a browser (token in the `token` field).
+//! page's form posted by a browser (token in the `token` field). Who may
+//! reset is decided by `guard::Credentials::authorize`, as for every admin action.
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use tracing::info;
@@ -13,6 +13,7 @@ use tracing::info;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
+use crate::http::guard::Credentials;
 use crate::http::handlers::pages;
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,53 +45,36 @@ pub async fn reset(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let query: ResetQuery = body::query(req.uri().query());
+    let credentials = Credentials::of(&req);
     let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
     if !from_page {
         // The API: token in the header, options in the query, JSON answer.
-        let token = bearer(&req).map(str::to_owned);
-        let message = run_reset(state, token.as_deref(), &query, None).await?;
+        let message = run_reset(state, &credentials, &query, None).await?;
         return Ok(body::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "success", "message": message }),
         ));
     }
     // The admin page's form: the same checks, answered with a page.
-    let header_token = bearer(&req).map(str::to_owned);
     let form = match body::read(req).await {
         Ok(bytes) => body::decode::<ResetForm>(Encoding::Form, &bytes),
         Err(e) => Err(e),
     };
     let result = match form {
-        Ok(form) => {
-            let token = header_token.or(form.token.clone());
-            run_reset(state, token.as_deref(), &query, Some(&form)).await
-        }
+        Ok(form) => run_reset(state, &credentials, &query, Some(&form)).await,
         Err(e) => Err(e),
     };
     Ok(pages::reset_outcome(state, query.conf.as_deref(), result))
 }
 
-/// The `Bearer` token of the request, if any.
-fn bearer<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// Checks the token and the confirmation, then resets; returns the message.
+/// Checks who asks and the confirmation, then resets; returns the message.
 async fn run_reset(
     state: &AppState,
-    token: Option<&str>,
+    credentials: &Credentials,
     query: &ResetQuery,
     form: Option<&ResetForm>,
 ) -> Result<String, ApiError> {
-    if let Some(expected) = &state.config.admin_token {
-        let given = token.unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
+    credentials.authorize(&state.config, form.and_then(|f| f.token.as_deref()))?;
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
@@ -112,25 +96,4 @@ async fn run_reset(
     }
     info!("{message}");
     Ok(message)
-}
-
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

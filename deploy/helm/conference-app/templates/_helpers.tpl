@@ -122,3 +122,65 @@ Call with (dict "ctx" $ "existing" $existingSecret "key" "ADMIN_TOKEN" "value" .
   securityContext:
     {{- include "conference-app.containerSecurityContext" . | nindent 4 }}
 {{- end }}
+
+{{/*
+Init container: creates or updates vote-api's own PostgreSQL role
+(files/postgresql-app-role.sql) as the superuser, before vote-api or the seed
+Job connects as that role. Idempotent; the superuser password stays in this
+container, never in the app's.
+*/}}
+{{- define "conference-app.postgresqlAppRole" -}}
+- name: postgresql-app-role
+  image: {{ include "conference-app.image" .Values.postgresql.image }}
+  imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
+  command:
+    - psql
+    - -X
+    - -q
+    - -h
+    - postgresql
+    - -U
+    - {{ .Values.postgresql.username | quote }}
+    - -d
+    - {{ .Values.postgresql.database | quote }}
+    - -v
+    - role={{ .Values.postgresql.appUsername }}
+    - -v
+    - db={{ .Values.postgresql.database }}
+    - -f
+    - /etc/postgresql-app-role/app-role.sql
+  env:
+    - name: PGPASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "conference-app.secretName" . }}
+          key: POSTGRES_PASSWORD
+    # Read by the script with \getenv, so it never shows in a process list.
+    - name: APP_POSTGRES_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "conference-app.secretName" . }}
+          key: APP_POSTGRES_PASSWORD
+    - name: PGCONNECT_TIMEOUT
+      value: "5"
+  volumeMounts:
+    - name: postgresql-app-role
+      mountPath: /etc/postgresql-app-role
+      readOnly: true
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      cpu: 100m
+      memory: 64Mi
+  securityContext:
+    {{- include "conference-app.containerSecurityContext" . | nindent 4 }}
+{{- end }}
+
+{{/* The volume of that init container's script. */}}
+{{- define "conference-app.postgresqlAppRoleVolume" -}}
+- name: postgresql-app-role
+  configMap:
+    name: postgresql-app-role
+{{- end }}
