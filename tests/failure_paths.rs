@@ -157,6 +157,11 @@ async fn hung_postgres_round() -> serde_json::Value {
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.detail(), "PostgreSQL not available");
     assert_eq!(resp.header("retry-after"), "1");
+    // A referral vote waits on its lookup, which is bounded too.
+    let resp = app.vote("stare", Some("conf-partner-2026")).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.detail(), "PostgreSQL not available");
+    assert_eq!(resp.header("retry-after"), "1");
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["detail"], "PostgreSQL not available");
