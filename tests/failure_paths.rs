@@ -363,20 +363,55 @@ async fn a_stream_client_that_stops_reading_holds_up_nothing() {
         .await
         .expect("initial frame");
 
-    // Enough votes for many frames, each a few hundred bytes: far more than
-    // the stuck client's buffers hold.
-    for i in 0..300 {
-        let choice = ["print", "stare", "ai", "revert", "restart"][i % 5];
-        assert_eq!(app.vote(choice, None).await.status, StatusCode::OK);
-    }
+    // Votes, so frames, until the kernel holds bytes for the stuck client
+    // that it cannot deliver: its window is shut, the server's writes back up.
+    let client_port = stuck.local_addr().expect("local address").port();
+    let mut votes = 0;
+    let backed_up = eventually(WAIT, || {
+        votes += 5;
+        let app = &app;
+        async move {
+            for choice in ["print", "stare", "ai", "revert", "restart"] {
+                assert_eq!(app.vote(choice, None).await.status, StatusCode::OK);
+            }
+            // More than the stuck client's whole receive buffer.
+            unsent_bytes(app.addr.port(), client_port) > 4096
+        }
+    })
+    .await;
+    assert!(
+        backed_up,
+        "the server never had to hold bytes for the stuck client"
+    );
     let last = watcher
-        .until_votes(WAIT, |v| total_of(v) == 300)
+        .until_votes(WAIT, |v| total_of(v) == votes)
         .await
         .expect("a reading client still gets every update");
-    assert_eq!(last["print"]["count"], 60);
+    assert_eq!(last["print"]["count"], votes / 5);
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
     drop(watcher);
     // Shutdown does not wait forever on a client that never reads.
     app.stop().await;
     drop(stuck);
+}
+
+/// Bytes the kernel holds, unsent or unacknowledged, on the server's side of
+/// the connection between `server_port` and `client_port` (/proc/net/tcp).
+fn unsent_bytes(server_port: u16, client_port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, queues) = (cols.get(1)?, cols.get(2)?, cols.get(4)?);
+            (port(local)? == server_port && port(remote)? == client_port)
+                .then(|| u64::from_str_radix(queues.split(':').next()?, 16).ok())?
+        })
+        .sum()
 }

@@ -159,31 +159,18 @@ server.serve_forever()
 PY
 }
 
-# start_tool NAME READY_PATH VAR CMD...: starts CMD with {PORT} replaced by a
-# free_port until READY_PATH answers; again on another port after a bind
-# failure. VAR gets the address.
+# start_tool NAME VAR CMD...: CMD on a free_port ({PORT} in its arguments)
+# until /-/ready answers; VAR gets the address.
 start_tool() {
-  local name="$1" ready="$2" var="$3" attempt port pid line log="$ALERT_DIR/$1.log"
-  shift 3
-  for attempt in $(seq 1 "$PORT_ATTEMPTS"); do
-    port="$(free_port)"
-    "${@//\{PORT\}/$port}" >"$log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 200); do
-      if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$port$ready"; then
-        ALERT_PIDS+=("$pid")
-        printf -v "$var" '127.0.0.1:%s' "$port"
-        return 0
-      fi
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    line="$(bind_error "$log" 0)" || { tail -n 5 "$log"; fail "$name did not answer $ready (log: ${log#"$ROOT"/})"; }
-    note "$name could not bind port $port (attempt $attempt/$PORT_ATTEMPTS): $line"
-  done
-  fail "$name could not bind a port in $PORT_ATTEMPTS attempts"
+  local name="$1" var="$2" log="$ALERT_DIR/$1.log"
+  shift 2
+  if ! serve_on_port "$log" 10 /-/ready "$(free_port)" "$@" 2> >(indent); then
+    [ -n "$SERVED_PID" ] && ALERT_PIDS+=("$SERVED_PID")
+    tail -n 5 "$log"
+    fail "$name: $SERVED_ERROR (log: ${log#"$ROOT"/})"
+  fi
+  ALERT_PIDS+=("$SERVED_PID")
+  printf -v "$var" '127.0.0.1:%s' "$SERVED_PORT"
 }
 
 alert_path_start() {
@@ -202,13 +189,13 @@ alert_path_start() {
   # Alertmanager first: its address goes into prometheus.yml.
   ALERT_AM_ADDR="127.0.0.1:0" alert_configs >/dev/null || fail "cannot generate the alert path's configuration"
   relocate_alertmanager
-  start_tool alertmanager /-/ready ALERT_AM_ADDR env -C "$ALERTMANAGER_CWD" "$ALERTMANAGER_RUN" \
+  start_tool alertmanager ALERT_AM_ADDR env -C "$ALERTMANAGER_CWD" "$ALERTMANAGER_RUN" \
     --config.file="$ALERT_DIR/alertmanager.yml" --storage.path="$ALERT_DIR/am-data" \
     --web.listen-address="127.0.0.1:{PORT}" --cluster.listen-address=
   ALERT_FACTS="$(alert_configs)" || fail "cannot generate the alert path's configuration"
   "$PROMTOOL" check config "$ALERT_DIR/prometheus.yml" >"$ALERT_DIR/promtool-check.log" 2>&1 \
     || { cat "$ALERT_DIR/promtool-check.log"; fail "promtool rejects the generated prometheus.yml"; }
-  start_tool prometheus /-/ready ALERT_PROM_ADDR "$PROMETHEUS" \
+  start_tool prometheus ALERT_PROM_ADDR "$PROMETHEUS" \
     --config.file="$ALERT_DIR/prometheus.yml" --storage.tsdb.path="$ALERT_DIR/prom-data" \
     --web.listen-address="127.0.0.1:{PORT}"
   ALERT_JOB="$(awk '$1 == "job" { print $2 }' <<<"$ALERT_FACTS")"

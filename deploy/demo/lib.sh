@@ -135,27 +135,15 @@ APP_PID=""
 # start_app LOG SECONDS CMD...: starts vote-api (any command that ends up
 # exec-ing it, `cargo run` included) on $BIND_ADDR and waits until /health
 # answers; $STARTUP is the time that took. If another process took the port
-# first, it starts again on a free_port (BIND_ADDR and VOTE_URL follow), up to
-# PORT_ATTEMPTS times.
+# first, it starts again on a free_port (BIND_ADDR and VOTE_URL follow).
 start_app() {
-  APP_LOG="$1"; local limit="$2" attempt line; shift 2
+  APP_LOG="$1"; local limit="$2"; shift 2
   local t0="$EPOCHREALTIME"
-  for attempt in $(seq 1 "$PORT_ATTEMPTS"); do
-    NO_COLOR=1 "$@" >"$APP_LOG" 2>&1 &
-    APP_PID=$!
-    for _ in $(seq 1 $((limit * 20))); do
-      curl -fs -o /dev/null --max-time 1 "$VOTE_URL/health" && { STARTUP="$(since "$t0")"; return 0; }
-      kill -0 "$APP_PID" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill -0 "$APP_PID" 2>/dev/null && fail "vote-api did not answer /health within $limit s"
-    wait "$APP_PID" 2>/dev/null || true
-    APP_PID=""
-    line="$(bind_error "$APP_LOG" 0)" || fail "vote-api exited before answering /health"
-    note "vote-api could not bind $BIND_ADDR (attempt $attempt/$PORT_ATTEMPTS): $line"
-    BIND_ADDR="127.0.0.1:$(free_port)" VOTE_URL="http://$BIND_ADDR"
-  done
-  fail "vote-api could not bind a port in $PORT_ATTEMPTS attempts"
+  serve_on_port "$APP_LOG" "$limit" /health "${BIND_ADDR##*:}" env NO_COLOR=1 BIND_ADDR="127.0.0.1:{PORT}" "$@" \
+    2> >(indent) || { APP_PID="$SERVED_PID"; fail "vote-api: $SERVED_ERROR"; }
+  APP_PID="$SERVED_PID"
+  export BIND_ADDR="127.0.0.1:$SERVED_PORT" VOTE_URL="http://127.0.0.1:$SERVED_PORT"
+  STARTUP="$(since "$t0")"
 }
 # stop_app: SIGTERM (a graceful drain, as Kubernetes or mirrord's Ctrl-C do), then wait.
 stop_app() {

@@ -166,6 +166,41 @@ stop_redis() {
   rm -f "$dir/redis.pid"
 }
 
+# serve_on_port LOG SECONDS PATH PORT CMD...: starts CMD in the background, with
+# {PORT} in its arguments replaced by PORT, output to LOG, until
+# http://127.0.0.1:PORT/PATH answers 200. If CMD exits because the port was
+# taken (its log says so), it starts again on a free_port, up to PORT_ATTEMPTS
+# times. Sets SERVED_PID and SERVED_PORT; returns 1 with SERVED_ERROR set when
+# CMD exits for another reason, or does not answer within SECONDS.
+serve_on_port() {
+  local log="$1" limit="$2" path="$3" port="$4" attempt line
+  shift 4
+  SERVED_PID="" SERVED_PORT="" SERVED_ERROR=""
+  for attempt in $(seq 1 "$PORT_ATTEMPTS"); do
+    "${@//\{PORT\}/$port}" >"$log" 2>&1 &
+    SERVED_PID=$!
+    for _ in $(seq 1 $((limit * 20))); do
+      if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$port$path"; then
+        SERVED_PORT="$port"
+        return 0
+      fi
+      kill -0 "$SERVED_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    if kill -0 "$SERVED_PID" 2>/dev/null; then
+      SERVED_ERROR="no answer on 127.0.0.1:$port$path within $limit s"
+      return 1
+    fi
+    wait "$SERVED_PID" 2>/dev/null || true
+    SERVED_PID=""
+    line="$(bind_error "$log" 0)" || { SERVED_ERROR="exited before answering $path"; return 1; }
+    log "port $port was taken (attempt $attempt/$PORT_ATTEMPTS): $line"
+    port="$(free_port)"
+  done
+  SERVED_ERROR="could not bind a port in $PORT_ATTEMPTS attempts"
+  return 1
+}
+
 # wait_http URL [SECONDS]: until the URL answers 200.
 wait_http() {
   local url="$1" limit="${2:-30}"
