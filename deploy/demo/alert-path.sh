@@ -254,6 +254,17 @@ PY
   ALERT_BOUND="$bound"
 }
 
+# first_503 LOG SINCE: the time (as $EPOCHREALTIME) of the first vote the app
+# logged with a 503 at or after SINCE; SINCE itself when the log shows none.
+first_503() {
+  local at
+  at="$(awk '/path=\/vote status=503/ { print $1 }' "$1" | while read -r stamp; do
+    date -d "$stamp" +%s.%N 2>/dev/null
+  done | awk -v since="$2" '$1 >= since { print; exit }')"
+  [ -n "$at" ] || note "no 503 in $1 since the loop started: timing from the loop's start" >&2
+  echo "${at:-$2}"
+}
+
 alert_path_stop() {
   local pid
   for pid in "${ALERT_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
