@@ -29,10 +29,11 @@ const LABELS = {
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 const SMALL_PHONE = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true };
 const PROJECTOR = { viewport: { width: 1920, height: 1080 } };
-// How long a pushed update may take to show before the test gives up. A
-// condition awaited, not a speed limit: scripts/bench measures speed, and a
-// busy 2-core box may take seconds for an fsync'd commit.
-const UPDATE_WAIT = 10000;
+// How long any awaited condition (a pushed update, a stream going live, a
+// dialog) may take before the test gives up. A bound on waiting, not a speed
+// limit: scripts/bench measures speed, and a busy 2-core box may take seconds
+// for an fsync'd commit or a page's first stream frame.
+const WAIT = 30000;
 
 let browser;
 const contexts = [];
@@ -270,7 +271,7 @@ test("vote page with JavaScript: tap a choice, see the confirmation, the vote is
 
   await page.getByRole("button", { name: LABELS.ai }).tap();
   const heading = page.getByRole("heading", { name: "Vote counted!" });
-  await heading.waitFor({ timeout: 5000 });
+  await heading.waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#confirm-choice").textContent(), LABELS.ai);
   assert.equal(await page.evaluate(() => document.activeElement.id), "confirm", "focus moves to the confirmation");
   const results = await page.getByRole("link", { name: "See the live results" }).getAttribute("href");
@@ -336,7 +337,7 @@ test("keyboard and screen reader: the page reads as a question with five buttons
 
   const before = (await counts()).stare.count;
   await page.keyboard.press("Enter");
-  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: 5000 });
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: WAIT });
   assert.equal((await counts()).stare.count, before + 1);
   assert.equal(await page.locator("#vote-status").textContent(), `Vote counted: ${LABELS.stare}`);
 });
@@ -346,7 +347,7 @@ test("results page shows a vote posted by another client, pushed, without pollin
   const fetched = [];
   page.on("request", (req) => fetched.push(new URL(req.url()).pathname));
   await page.goto("/results");
-  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#connection").isHidden(), true);
 
   const before = await counts();
@@ -355,10 +356,10 @@ test("results page shows a vote posted by another client, pushed, without pollin
   await page.waitForFunction(
     (n) => document.querySelector('li[data-choice="stare"]').dataset.count === String(n),
     before.stare.count + 1,
-    { timeout: UPDATE_WAIT },
+    { timeout: WAIT },
   );
   // The visible number rolls up to the new count; the total follows.
-  await page.locator('li[data-choice="stare"] .count', { hasText: String(before.stare.count + 1) }).waitFor({ timeout: UPDATE_WAIT });
+  await page.locator('li[data-choice="stare"] .count', { hasText: String(before.stare.count + 1) }).waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#total").textContent(), String(sum + 1));
 
   // Both QR codes, drawn server-side from the request's Host.
@@ -382,23 +383,23 @@ test("results page: when the stream drops the banner shows, and the page reconne
   try {
     const { page } = await open({ ...PROJECTOR, baseURL: proxy.url });
     await page.goto("/results");
-    await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+    await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
 
     // Connections reset, then the proxy answers 502: EventSource gives up for good after that.
-    const refused = page.waitForResponse((r) => r.url().endsWith("/stream") && r.status() === 502, { timeout: 8000 });
+    const refused = page.waitForResponse((r) => r.url().endsWith("/stream") && r.status() === 502, { timeout: WAIT });
     proxy.outage();
-    await page.locator("#connection").waitFor({ state: "visible", timeout: 5000 });
+    await page.locator("#connection").waitFor({ state: "visible", timeout: WAIT });
     assert.match(await page.locator("#connection").textContent(), /Connection lost/);
     const before = (await counts()).print.count;
     assert.equal((await vote("print")).status, 200);
     await refused;
 
     proxy.restore();
-    await page.locator("#connection").waitFor({ state: "hidden", timeout: 10000 });
+    await page.locator("#connection").waitFor({ state: "hidden", timeout: WAIT });
     await page.waitForFunction(
       (n) => document.querySelector('li[data-choice="print"]').dataset.count === String(n),
       before + 1,
-      { timeout: 5000 },
+      { timeout: WAIT },
     );
   } finally {
     await proxy.close();
@@ -441,7 +442,7 @@ test("screenshots: the vote page on a phone and the results on a projector", asy
 
   const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
   await wall.page.goto("/results?conf=sreday");
-  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   await wall.page.evaluate(() => document.fonts.ready);
   await wall.page.screenshot({ path: join(SHOTS, "results.png") });
   // The projector fits its screen: no scrolling at 1920x1080.
@@ -458,7 +459,7 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   await crowd({ print: 18, stare: 29, ai: 44, revert: 9, restart: 25 });
   const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
   await wall.page.goto("/results");
-  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   assert.equal(await wall.page.locator("#degraded").isHidden(), true, "dark while votes succeed");
 
   for (let i = 1; i <= 10; i++) {
@@ -471,13 +472,13 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   const before = await total();
   await phone.page.getByRole("button", { name: LABELS.stare }).tap();
   const dialog = phone.page.getByRole("alertdialog");
-  await dialog.waitFor({ timeout: 5000 });
+  await dialog.waitFor({ timeout: WAIT });
   assert.equal(await phone.page.locator("#overlay-title").textContent(), "Service degraded");
   assert.match(await phone.page.locator("#overlay-detail").textContent(), /referral cache exhausted \(\d+ entries\)/);
   assert.equal(await phone.page.evaluate(() => document.activeElement.id), "retry", "focus on Try again");
   assert.equal(await total(), before, "the refused vote is not counted");
 
-  await wall.page.locator("#degraded").waitFor({ state: "visible", timeout: UPDATE_WAIT });
+  await wall.page.locator("#degraded").waitFor({ state: "visible", timeout: WAIT });
   assert.ok(Number(await wall.page.locator("#failed-count").textContent()) >= 1);
   assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
 
@@ -500,7 +501,7 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   await wall.page.waitForFunction(
     (n) => Number(document.getElementById("failed-count").textContent) > n,
     failedBefore,
-    { timeout: UPDATE_WAIT },
+    { timeout: WAIT },
   );
   assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
   assert.equal(await plain.page.locator("input[name=referral]").getAttribute("value"), PARTNER, "retry keeps the referral");
