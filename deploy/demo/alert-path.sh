@@ -136,7 +136,8 @@ PY
 
 # A stand-in for Slack: every POST it receives, one JSON line with the time.
 alert_receiver() {
-  python3 -u - "$ALERT_DIR/slack.jsonl" "$ALERT_DIR/receiver.port" <<'PY'
+  # exec: the background job is the receiver itself, so killing its pid stops it.
+  exec python3 -u - "$ALERT_DIR/slack.jsonl" "$ALERT_DIR/receiver.port" <<'PY'
 import json, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 log, port_file = sys.argv[1:]
