@@ -64,12 +64,18 @@ impl Running {
     /// Stops accepting, drains requests and actors, and waits for the end.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     /// Waits until the instance stopped (after `shutdown` was cancelled).
+    /// A panic of the server task is raised again here: it must not pass for
+    /// a clean stop.
     pub async fn wait(self) {
-        let _ = self.task.await;
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 }
 

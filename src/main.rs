@@ -71,8 +71,11 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    // Listening for SIGTERM before the port opens: a stop that comes as soon
+    // as the port accepts is a graceful one, not the default kill.
+    let signal = wait_for_signal();
     let running = vote_api::start(config, shutdown.clone()).await?;
-    wait_for_signal().await;
+    signal.await;
     info!("shutting down");
     shutdown.cancel();
     running.wait().await;
@@ -99,24 +102,21 @@ async fn seed(config: &Config, partners: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM's handler is installed when this is called, not when awaited.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn init_tracing(format: LogFormat) {

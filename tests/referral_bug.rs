@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use hyper::StatusCode;
 
@@ -38,6 +40,38 @@ async fn referral_votes_fail_from_the_eleventh_while_probes_stay_green() {
     assert_eq!(app.total().await, 11);
     assert_eq!(vote_rows(&app.stack.database_url).await, 11);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifteen_referral_votes_at_once_give_exactly_ten_successes() {
+    let app = Arc::new(TestApp::start().await);
+    let votes: Vec<_> = (0..15)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.vote("ai", Some("conf-partner-2026")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut sizes = Vec::new();
+    for vote in votes {
+        let resp = vote.await.expect("vote");
+        match resp.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => sizes.push(resp.detail()),
+            other => panic!("unexpected {other}: {}", resp.text()),
+        }
+    }
+    assert_eq!(ok, 10, "referral votes that succeeded");
+    // The five refusals name the cache sizes 11 to 15, each once.
+    sizes.sort();
+    let want: Vec<String> = (11..=15)
+        .map(|n| DETAIL_11.replace("(11 entries)", &format!("({n} entries)")))
+        .collect();
+    assert_eq!(sizes, want);
+    assert_eq!(app.total().await, 10);
+    assert_eq!(vote_rows(&app.stack.database_url).await, 10);
+    assert_eq!(app.metric("referral_cache_exhausted_total").await, 5.0);
+    Arc::into_inner(app).expect("no other owner").stop().await;
 }
 
 #[tokio::test]
@@ -103,10 +137,10 @@ async fn failing_votes_light_the_degraded_status_on_the_stream() {
     for _ in 0..15 {
         app.vote("ai", Some("conf-partner-2026")).await;
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + WAIT;
     let lit = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let event = sse.next_event(left).await.expect("status within 2 s");
+        let event = sse.next_event(left).await.expect("the degraded status");
         if event.name != "status" {
             continue;
         }

@@ -106,14 +106,12 @@ demo_stack() {
     say "PostgreSQL and Redis of scripts/test: database $db, Redis database $redis_db"
   else
     OWN_STACK="$DEMO_DIR/stack-$db"
-    local pg_port redis_port
-    pg_port="$(free_port)"
-    redis_port="$(free_port)"
-    start_postgres "$OWN_STACK/pg" "$pg_port" 2>&1 | indent
-    start_redis "$OWN_STACK/redis" "$redis_port" 2>&1 | indent
-    ADMIN_DB_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
-    DATABASE_URL="postgresql://postgres@127.0.0.1:$pg_port/$db"
-    REDIS_URL="redis://127.0.0.1:$redis_port/0"
+    # Not in a pipeline: they set PG_PORT and REDIS_PORT, the ports they got.
+    start_postgres "$OWN_STACK/pg" 2> >(indent)
+    start_redis "$OWN_STACK/redis" 2> >(indent)
+    ADMIN_DB_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/$db"
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
   fi
   PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$ADMIN_DB_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" \
     || fail "cannot create the database $db"
@@ -136,18 +134,16 @@ demo_stack_down() {
 APP_PID=""
 # start_app LOG SECONDS CMD...: starts vote-api (any command that ends up
 # exec-ing it, `cargo run` included) on $BIND_ADDR and waits until /health
-# answers; $STARTUP is the time that took.
+# answers; $STARTUP is the time that took. If another process took the port
+# first, it starts again on a free_port (BIND_ADDR and VOTE_URL follow).
 start_app() {
   APP_LOG="$1"; local limit="$2"; shift 2
   local t0="$EPOCHREALTIME"
-  NO_COLOR=1 "$@" >"$APP_LOG" 2>&1 &
-  APP_PID=$!
-  for _ in $(seq 1 $((limit * 20))); do
-    curl -fs -o /dev/null --max-time 1 "$VOTE_URL/health" && { STARTUP="$(since "$t0")"; return 0; }
-    kill -0 "$APP_PID" 2>/dev/null || fail "vote-api exited before answering /health"
-    sleep 0.05
-  done
-  fail "vote-api did not answer /health within $limit s"
+  serve_on_port "$APP_LOG" "$limit" /health "${BIND_ADDR##*:}" env NO_COLOR=1 BIND_ADDR="127.0.0.1:{PORT}" "$@" \
+    2> >(indent) || { APP_PID="$SERVED_PID"; fail "vote-api: $SERVED_ERROR"; }
+  APP_PID="$SERVED_PID"
+  export BIND_ADDR="127.0.0.1:$SERVED_PORT" VOTE_URL="http://127.0.0.1:$SERVED_PORT"
+  STARTUP="$(since "$t0")"
 }
 # stop_app: SIGTERM (a graceful drain, as Kubernetes or mirrord's Ctrl-C do), then wait.
 stop_app() {

