@@ -90,9 +90,9 @@ def seconds(d):
 
 prom = yaml.safe_load(open(compose))
 apps = [j for j in prom["scrape_configs"]
-        if any("vote-api:8000" in s.get("targets", []) for s in j.get("static_configs", []))]
+        if any(t.startswith("vote-api:") for s in j.get("static_configs", []) for t in s.get("targets", []))]
 if len(apps) != 1:
-    sys.exit(f"{compose}: expected one scrape job for vote-api:8000, found {len(apps)}")
+    sys.exit(f"{compose}: expected one scrape job for the vote-api container, found {len(apps)}")
 job = apps[0]["job_name"]
 # The chart's scrape job: the one discovering the vote-api pods.
 chart_jobs = re.findall(r"- job_name: (\S+)\s+metrics_path: \S+\s+dns_sd_configs:\s+- names: \[\"vote-api-pods", open(chart).read())
