@@ -5,6 +5,7 @@
 
 pub mod broadcaster;
 pub mod referral;
+pub mod reveal;
 pub mod tally;
 pub mod writer;
 
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::poll::CountsView;
 use broadcaster::BroadcasterHandle;
 use referral::ReferralHandle;
+use reveal::RevealHandle;
 use tally::TallyHandle;
 use writer::{RECOUNT_QUEUE, WriterHandle};
 
@@ -32,6 +34,7 @@ pub struct Actors {
     pub writer: WriterHandle,
     pub tally: TallyHandle,
     pub broadcaster: BroadcasterHandle,
+    pub reveal: RevealHandle,
 }
 
 /// The actors' tasks, awaited at shutdown.
@@ -47,9 +50,11 @@ impl Actors {
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
         let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
+        let (reveal, v_task) = RevealHandle::spawn(live.clone(), shutdown.clone());
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
             view.clone(),
             live.clone(),
+            reveal.subscribe(),
             version,
             metrics.clone(),
             shutdown,
@@ -63,6 +68,7 @@ impl Actors {
             ("PersistenceWriter", w_task),
             ("VoteTally", t_task),
             ("ResultsBroadcaster", b_task),
+            ("Reveal", v_task),
         ]);
         (
             Actors {
@@ -70,6 +76,7 @@ impl Actors {
                 writer,
                 tally,
                 broadcaster,
+                reveal,
             },
             tasks,
         )

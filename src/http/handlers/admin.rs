@@ -71,7 +71,7 @@ pub async fn reset(
 }
 
 /// The `Bearer` token of the request, if any.
-fn bearer<B>(req: &Request<B>) -> Option<&str> {
+pub(crate) fn bearer<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -85,16 +85,12 @@ async fn run_reset(
     query: &ResetQuery,
     form: Option<&ResetForm>,
 ) -> Result<String, ApiError> {
-    if let Some(expected) = &state.config.admin_token {
-        let given = token.unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
+    authorize(state, token)?;
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
     state.actors.writer.reset().await?;
+    super::console::after_reset(state).await;
     let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
     let clear_cache = query.referral_cache.as_deref() == Some("yes")
         || form.and_then(|f| f.referral_cache.as_deref()) == Some("yes");
@@ -112,6 +108,17 @@ async fn run_reset(
     }
     info!("{message}");
     Ok(message)
+}
+
+/// The admin check every admin action shares (reset, reveal, exports).
+pub(crate) fn authorize(state: &AppState, token: Option<&str>) -> Result<(), ApiError> {
+    if let Some(expected) = &state.config.admin_token {
+        let given = token.unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(())
 }
 
 /// Compares without an early exit, so timing does not reveal the token.
