@@ -20,6 +20,9 @@ pub enum Endpoint {
     Admin,
     AdminReset,
     AdminResults,
+    AdminTimelineCsv,
+    Timeline,
+    TimelineJson,
     Health,
     Ready,
     Version,
@@ -40,6 +43,9 @@ impl Endpoint {
             Endpoint::Admin => "/admin",
             Endpoint::AdminReset => "/admin/reset",
             Endpoint::AdminResults => "/admin/results",
+            Endpoint::AdminTimelineCsv => "/admin/timeline.csv",
+            Endpoint::Timeline => "/timeline",
+            Endpoint::TimelineJson => "/timeline.json",
             Endpoint::Health => "/health",
             Endpoint::Ready => "/ready",
             Endpoint::Version => "/version",
@@ -85,6 +91,7 @@ pub struct Metrics {
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
     pub failure_reports_dropped: IntCounter,
+    pub timeline_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -208,6 +215,10 @@ impl Metrics {
             failure_reports_dropped: counter(
                 "failure_reports_dropped_total",
                 "Failed-vote reports dropped because the broadcaster's queue was full",
+            ),
+            timeline_dropped: counter(
+                "timeline_dropped_total",
+                "Vote outcomes left out of the incident timeline (queue or buffer full)",
             ),
             registry,
         }

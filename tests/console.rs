@@ -149,3 +149,157 @@ async fn reveal_needs_a_valid_value_and_the_admin_token() {
     );
     app.stop().await;
 }
+
+const OUTCOMES: [&str; 5] = [
+    "accepted",
+    "referral_cache_exhausted",
+    "invalid",
+    "db_unavailable",
+    "overloaded",
+];
+
+/// Totals per outcome over every bucket of `/timeline.json`.
+fn timeline_totals(timeline: &Value) -> [u64; 5] {
+    let mut totals = [0; 5];
+    for bucket in timeline["buckets"].as_array().expect("buckets") {
+        for (i, key) in OUTCOMES.iter().enumerate() {
+            totals[i] += bucket[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("bucket without {key}: {bucket}"));
+        }
+    }
+    totals
+}
+
+/// Waits until the timeline shows `want` (each process flushes about once a second).
+async fn await_totals(app: &TestApp, want: [u64; 5]) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let timeline = app.get("/timeline.json").await.json();
+        if timeline_totals(&timeline) == want {
+            return timeline;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timeline never showed {want:?}: {timeline}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_timeline_counts_what_was_sent_survives_a_restart_and_marks_a_new_version() {
+    let stack = Stack::fresh().await;
+    let first = TestApp::start_on(&stack, stack.config()).await;
+    for _ in 0..7 {
+        assert_eq!(first.vote("ai", None).await.status, StatusCode::OK);
+    }
+    // Any 4xx refusal of a vote is `invalid`.
+    assert_eq!(
+        first.vote("nope", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        first.vote("ai", Some("no-such-partner")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        first.post("/vote", "text/plain", "choice=ai").await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // The bug: referral votes 1–10 pass (the unknown code above was the 1st
+    // entry), then 503.
+    let mut exhausted = 0;
+    for _ in 0..12 {
+        if first.vote("stare", Some("conf-partner-2026")).await.status
+            == StatusCode::SERVICE_UNAVAILABLE
+        {
+            exhausted += 1;
+        }
+    }
+    assert_eq!(exhausted, 3);
+    // Not a vote: no outcome.
+    assert_eq!(
+        first.get("/vote").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let want = [7 + 9, 3, 3, 0, 0];
+    let timeline = await_totals(&first, want).await;
+    let versions = timeline["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 1, "{timeline}");
+    assert_eq!(versions[0]["version"], "test");
+
+    // Votes answered right before a stop are flushed on the way out.
+    assert_eq!(first.vote("print", None).await.status, StatusCode::OK);
+    first.stop().await;
+    let mut config = stack.config();
+    config.app_version = "dev-mirrord".into();
+    let second = TestApp::start_on(&stack, config).await;
+    let after_restart = second.get("/timeline.json").await.json();
+    assert_eq!(timeline_totals(&after_restart), [17, 3, 3, 0, 0]);
+
+    // The fixed build takes over: a marker, and referral votes pass.
+    for _ in 0..3 {
+        let resp = second.vote("ai", Some("conf-partner-2026")).await;
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    let timeline = await_totals(&second, [20, 3, 3, 0, 0]).await;
+    let versions = timeline["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2, "{timeline}");
+    assert_eq!(versions[1]["version"], "dev-mirrord");
+    let first_seen = |i: usize| versions[i]["first_seen"].as_str().expect("time").to_owned();
+    assert!(first_seen(0) < first_seen(1), "{timeline}");
+    assert!(first_seen(1).ends_with('Z'));
+    let buckets = timeline["buckets"].as_array().expect("buckets");
+    assert!(buckets.len() <= 300);
+    assert!(
+        buckets.iter().all(|b| b["seconds"] == 1),
+        "a young session has 1 s buckets"
+    );
+
+    // The page draws the same: bars, the marker, the table.
+    let page = second.get("/timeline").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("<svg") && html.contains("dev-mirrord"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<strong id="tl-total-accepted">20</strong>"#));
+    assert!(html.contains("<table"));
+    let chart = second.get("/timeline?part=chart").await.text();
+    assert!(chart.starts_with(r#"<div id="timeline-chart""#), "{chart}");
+
+    // The CSV: same buckets, a download.
+    let csv = second.get("/admin/timeline.csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(
+        csv.header("content-disposition"),
+        r#"attachment; filename="timeline.csv""#
+    );
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("start,seconds,accepted,referral_cache_exhausted,invalid,db_unavailable,overloaded")
+    );
+    assert_eq!(lines.count(), buckets.len());
+
+    // Reset empties it.
+    let reset = second
+        .post("/admin/reset?confirm=yes", "application/json", "")
+        .await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert_eq!(
+        second.get("/timeline.json").await.json(),
+        json!({ "buckets": [], "versions": [] })
+    );
+    assert!(
+        second
+            .get("/timeline")
+            .await
+            .text()
+            .contains("No votes since the last reset")
+    );
+    second.stop().await;
+}

@@ -51,6 +51,9 @@ pub fn resolve(path: &str) -> Option<(Endpoint, Allowed)> {
         "/admin" => (Endpoint::Admin, Allowed::Get),
         "/admin/reset" => (Endpoint::AdminReset, Allowed::Post),
         "/admin/results" => (Endpoint::AdminResults, Allowed::Post),
+        "/admin/timeline.csv" => (Endpoint::AdminTimelineCsv, Allowed::Get),
+        "/timeline" => (Endpoint::Timeline, Allowed::Get),
+        "/timeline.json" => (Endpoint::TimelineJson, Allowed::Get),
         "/health" => (Endpoint::Health, Allowed::Get),
         "/ready" => (Endpoint::Ready, Allowed::Get),
         "/version" => (Endpoint::Version, Allowed::Get),
@@ -79,6 +82,9 @@ pub async fn handle(
             let resp = dispatch(&state, endpoint, req)
                 .await
                 .unwrap_or_else(|e| body::error(&e));
+            if endpoint == Endpoint::Vote {
+                handlers::console::count_vote(&state, &resp);
+            }
             (endpoint, resp)
         }
     };
@@ -122,6 +128,9 @@ async fn dispatch(
         Endpoint::Admin => Ok(pages::admin(state, &req)),
         Endpoint::AdminReset => admin::reset(state, req).await,
         Endpoint::AdminResults => console::results_visibility(state, req).await,
+        Endpoint::AdminTimelineCsv => console::timeline_csv(state, &req).await,
+        Endpoint::Timeline => console::timeline_page(state, &req).await,
+        Endpoint::TimelineJson => console::timeline_json(state).await,
         Endpoint::Health => Ok(probes::health()),
         Endpoint::Ready => Ok(probes::ready(state).await),
         Endpoint::Version => Ok(probes::version(state)),

@@ -48,6 +48,7 @@ pub fn admin(view: &Admin) -> Markup {
                 @match view.step {
                     Step::Start => {
                         (reveal_form(view))
+                        (console_links(view))
                         p { "Between talks, reset the session: every vote is deleted from PostgreSQL and Redis; referral partners stay." }
                         form method="get" action="/admin" {
                             input type="hidden" name="step" value="confirm";
@@ -107,6 +108,21 @@ fn reveal_form(view: &Admin) -> Markup {
             p class="actions" {
                 button type="submit" class="btn" { (label) }
             }
+        }
+    }
+}
+
+/// The incident timeline and the downloads (with `ADMIN_TOKEN` set, the
+/// downloads need the `Authorization` header: curl, see the README).
+fn console_links(view: &Admin) -> Markup {
+    html! {
+        p class="actions" {
+            a class="btn btn--ghost" href=(view.page.link("/timeline")) { "Incident timeline" }
+            a class="btn btn--ghost" href="/admin/export.csv" download { "Votes (CSV)" }
+            a class="btn btn--ghost" href="/admin/timeline.csv" download { "Timeline (CSV)" }
+        }
+        @if view.token_required {
+            p class="hint" { "The downloads need the admin token: " code { "curl -H \"Authorization: Bearer $ADMIN_TOKEN\" …/admin/export.csv" } }
         }
     }
 }

@@ -31,6 +31,17 @@ fn percent(n: u64, total: u64) -> u64 {
     (n * 100 + total / 2).checked_div(total).unwrap_or(0)
 }
 
+/// The banner a live page shows while its stream is down.
+pub fn connection_banner() -> Markup {
+    html! {
+        p id="connection" class="connection" role="status" hidden {
+            span class="connection__title" { "Connection lost" }
+            " "
+            span class="connection__hint" { "Reconnecting by itself…" }
+        }
+    }
+}
+
 pub fn results(view: &Results) -> Markup {
     let total = view.counts.total();
     // Hidden: the bars are drawn empty, so no count leaks through the markup.
@@ -47,11 +58,7 @@ pub fn results(view: &Results) -> Markup {
             scripts: &["results.js"],
         },
         html! {
-            p id="connection" class="connection" role="status" hidden {
-                span class="connection__title" { "Connection lost" }
-                " "
-                span class="connection__hint" { "Reconnecting by itself…" }
-            }
+            (connection_banner())
             section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
                 h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
                 p class="degraded__stats" {
@@ -116,6 +123,10 @@ pub fn results(view: &Results) -> Markup {
                 div class="meter__item meter__item--live" {
                     dt { "Stream" }
                     dd id="live" { "connecting" }
+                }
+                div class="meter__item" {
+                    dt { "Incident" }
+                    dd { a id="timeline-link" href=(view.page.link("/timeline")) { "Timeline" } }
                 }
             }
         },

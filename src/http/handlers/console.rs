@@ -1,21 +1,30 @@
-//! The speaker's console (SPEC §10.3): hiding and revealing the results,
-//! and `/votes`, which tells only the total while they are hidden. Admin
-//! actions use the same check as the reset (`admin::authorize`); a form
-//! posted by the admin page gets a page back, API clients get JSON.
+//! The speaker's console (SPEC §10.3): hiding and revealing the results
+//! (`/votes` then tells only the total), the incident timeline (counted by
+//! `count_vote`, drawn by `/timeline`, served by `/timeline.json`) and the
+//! CSV exports. Admin actions use the same check as the reset
+//! (`admin::authorize`); a form posted by the admin page gets a page back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::actors::broadcaster::hidden_json;
+use crate::actors::referral::ReferralError;
+use crate::actors::timeline::Outcome;
+use crate::db::{self, timeline::Timeline};
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::handlers::{admin, pages, vote};
 use crate::views;
+
+/// How long reading the timeline may take.
+pub const TIMELINE_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `GET /votes`: the v1 counts, or `{"hidden":true,"total":N}` while hidden.
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {
@@ -108,10 +117,224 @@ async fn set_visibility(
     })
 }
 
-/// What a session reset also clears: the results become visible again.
+/// What a session reset also clears: the timeline, and the results become
+/// visible again. The votes are gone already, so a failure here is logged
+/// rather than reported as a failed reset.
 pub async fn after_reset(state: &AppState) {
+    if let Err(e) = state.actors.timeline.reset().await {
+        warn!(error = %e, "reset could not empty the incident timeline");
+    }
     if let Err(e) = state.actors.reveal.set(false).await {
-        // The votes are gone already; the flag stays as it was until the next try.
         warn!(error = %e, "reset could not make the results visible again");
+    }
+}
+
+/// Tells the timeline how a `POST /vote` was answered.
+pub fn count_vote<B>(state: &AppState, resp: &Response<B>) {
+    if let Some(outcome) = vote_outcome(resp) {
+        state.actors.timeline.record(outcome);
+    }
+}
+
+/// The outcome of a vote from its answer: any 4xx is `invalid`; a 5xx is
+/// told apart by its detail. A replayed vote was counted the first time.
+fn vote_outcome<B>(resp: &Response<B>) -> Option<Outcome> {
+    if resp.headers().contains_key("idempotent-replayed") {
+        return None;
+    }
+    let status = resp.status();
+    if status.is_success() || status.is_redirection() {
+        return Some(Outcome::Accepted);
+    }
+    if status.is_client_error() {
+        return Some(Outcome::Invalid);
+    }
+    let detail = resp
+        .extensions()
+        .get::<body::ErrorDetail>()
+        .map_or("", |d| d.0.as_str());
+    // The detail names the cache size: compare up to it.
+    let exhausted = ApiError::from(ReferralError::CacheExhausted(0)).to_string();
+    let exhausted = exhausted.split('(').next().unwrap_or_default();
+    Some(if detail.starts_with(exhausted) {
+        Outcome::ReferralCacheExhausted
+    } else if detail == ApiError::DbUnavailable.to_string() {
+        Outcome::DbUnavailable
+    } else {
+        Outcome::Overloaded
+    })
+}
+
+async fn read_timeline(state: &AppState) -> Result<Timeline, ApiError> {
+    db::within(TIMELINE_READ_TIMEOUT, async {
+        let client = state.pool.get().await?;
+        db::timeline::read(&client).await
+    })
+    .await
+    .map_err(|e| {
+        warn!(error = %e, "cannot read the timeline");
+        ApiError::DbUnavailable
+    })
+}
+
+/// One bucket of `/timeline.json`: all five outcome keys, always.
+#[derive(Serialize)]
+struct BucketJson {
+    start: String,
+    seconds: i64,
+    accepted: u64,
+    referral_cache_exhausted: u64,
+    invalid: u64,
+    db_unavailable: u64,
+    overloaded: u64,
+}
+
+#[derive(Serialize)]
+struct VersionJson<'a> {
+    version: &'a str,
+    first_seen: String,
+}
+
+#[derive(Serialize)]
+struct TimelineJson<'a> {
+    buckets: Vec<BucketJson>,
+    versions: Vec<VersionJson<'a>>,
+}
+
+fn timeline_json_value(timeline: &Timeline) -> TimelineJson<'_> {
+    let buckets = timeline
+        .buckets
+        .iter()
+        .map(|b| BucketJson {
+            start: db::timeline::rfc3339(b.start * 1000),
+            seconds: b.seconds,
+            accepted: b.get(Outcome::Accepted),
+            referral_cache_exhausted: b.get(Outcome::ReferralCacheExhausted),
+            invalid: b.get(Outcome::Invalid),
+            db_unavailable: b.get(Outcome::DbUnavailable),
+            overloaded: b.get(Outcome::Overloaded),
+        })
+        .collect();
+    let versions = timeline
+        .versions
+        .iter()
+        .map(|m| VersionJson {
+            version: &m.version,
+            first_seen: db::timeline::rfc3339(m.first_seen_ms),
+        })
+        .collect();
+    TimelineJson { buckets, versions }
+}
+
+/// `GET /timeline.json`.
+pub async fn timeline_json(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let timeline = read_timeline(state).await?;
+    Ok(body::json(StatusCode::OK, &timeline_json_value(&timeline)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TimelineQuery {
+    conf: Option<String>,
+    /// `chart`: only the live part, which `timeline.js` swaps in.
+    part: Option<String>,
+}
+
+/// `GET /timeline`: the projector page, or its chart alone (`?part=chart`).
+pub async fn timeline_page<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let query: TimelineQuery = body::query(req.uri().query());
+    let timeline = read_timeline(state).await?;
+    if query.part.as_deref() == Some("chart") {
+        return Ok(body::html(
+            StatusCode::OK,
+            views::timeline::chart(&timeline),
+        ));
+    }
+    let page = pages::page_with(state, None, query.conf.as_deref());
+    let view = views::timeline::TimelinePage {
+        page: &page,
+        timeline: &timeline,
+    };
+    Ok(body::html(StatusCode::OK, views::timeline::page(&view)))
+}
+
+/// `GET /admin/timeline.csv`: the buckets of `/timeline.json`.
+pub async fn timeline_csv<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    admin::authorize(state, admin::bearer(req))?;
+    let timeline = read_timeline(state).await?;
+    let mut csv = String::from("start,seconds");
+    for outcome in Outcome::ALL {
+        csv.push(',');
+        csv.push_str(outcome.key());
+    }
+    csv.push('\n');
+    for b in &timeline.buckets {
+        csv.push_str(&format!(
+            "{},{}",
+            db::timeline::rfc3339(b.start * 1000),
+            b.seconds
+        ));
+        for n in b.counts {
+            csv.push_str(&format!(",{n}"));
+        }
+        csv.push('\n');
+    }
+    Ok(attachment(body::full(csv), "timeline.csv"))
+}
+
+/// A CSV download.
+fn attachment(body: Body, filename: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_answers_map_to_timeline_outcomes() {
+        let of = |e: ApiError| vote_outcome(&body::error(&e));
+        assert_eq!(
+            vote_outcome(&body::json(StatusCode::OK, &"ok")),
+            Some(Outcome::Accepted)
+        );
+        assert_eq!(
+            vote_outcome(&body::see_other("/thanks")),
+            Some(Outcome::Accepted)
+        );
+        assert_eq!(of(ApiError::InvalidChoice), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::PayloadTooLarge(1)), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::UnsupportedMediaType), Some(Outcome::Invalid));
+        assert_eq!(
+            of(ReferralError::CacheExhausted(11).into()),
+            Some(Outcome::ReferralCacheExhausted)
+        );
+        assert_eq!(of(ApiError::DbUnavailable), Some(Outcome::DbUnavailable));
+        assert_eq!(of(ApiError::Overloaded), Some(Outcome::Overloaded));
+
+        let mut replay = body::json(StatusCode::OK, &"ok");
+        replay
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        assert_eq!(vote_outcome(&replay), None, "counted the first time");
     }
 }
