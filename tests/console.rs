@@ -303,3 +303,50 @@ async fn the_timeline_counts_what_was_sent_survives_a_restart_and_marks_a_new_ve
     );
     second.stop().await;
 }
+
+#[tokio::test]
+async fn exports_need_the_admin_token() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.admin_token = Some("s3cret".into());
+    let app = TestApp::start_on(&stack, config).await;
+    for path in ["/admin/export.csv", "/admin/timeline.csv"] {
+        assert_eq!(
+            app.get(path).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let wrong = app
+            .send_with(Method::GET, path, ("authorization", "Bearer nope"))
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    assert_eq!(
+        app.vote("restart", Some("conf-partner-2026")).await.status,
+        StatusCode::OK
+    );
+    let csv = app
+        .send_with(
+            Method::GET,
+            "/admin/export.csv",
+            ("authorization", "Bearer s3cret"),
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.header("content-type"), "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.header("content-disposition"),
+        r#"attachment; filename="votes.csv""#
+    );
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "created_at,choice,referral_code");
+    assert_eq!(lines.len(), 2, "{text}");
+    let (created_at, rest) = lines[1].split_once(',').expect("three columns");
+    assert_eq!(rest, "restart,conf-partner-2026");
+    assert!(
+        created_at.len() == 27 && created_at.as_bytes()[10] == b'T' && created_at.ends_with('Z'),
+        "RFC 3339 in UTC: {created_at}"
+    );
+    app.stop().await;
+}

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -304,6 +305,61 @@ fn attachment(body: Body, filename: &'static str) -> Response<Body> {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// Every vote, oldest first, as PostgreSQL writes it: RFC 3339 in UTC.
+const EXPORT_SQL: &str = "COPY (SELECT to_char(created_at AT TIME ZONE 'UTC', \
+    'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at, choice, referral_code \
+    FROM votes ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)";
+/// Longest an export may wait for PostgreSQL's next chunk before it ends.
+pub const EXPORT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GET /admin/export.csv`: streamed straight from `COPY … TO STDOUT`, chunk
+/// by chunk as the client reads, so memory stays flat however many votes.
+/// It uses a connection of its own, never one of the pool's: a slow download
+/// must not hold back votes or referral lookups.
+pub async fn export_csv<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    admin::authorize(state, admin::bearer(req))?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        warn!(error = %e, "export failed to start");
+        ApiError::DbUnavailable
+    };
+    let connect = tokio_postgres::connect(&state.config.database_url, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(db::CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unavailable(&"connect timed out"))?
+        .map_err(|e| unavailable(&e))?;
+    // The connection task ends when `client` (kept by the body) is dropped.
+    tokio::spawn(connection);
+    let rows = tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, client.copy_out(EXPORT_SQL))
+        .await
+        .map_err(|_| unavailable(&"COPY timed out"))?
+        .map_err(|e| unavailable(&e))?;
+    let chunks =
+        futures_util::stream::unfold((client, Box::pin(rows)), |(client, mut rows)| async move {
+            match tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, rows.next()).await {
+                Ok(Some(Ok(chunk))) => Some((chunk, (client, rows))),
+                Ok(None) => None,
+                // Headers are gone: the download ends short, and the log says why.
+                Ok(Some(Err(e))) => {
+                    warn!(error = %e, "export ended early");
+                    None
+                }
+                Err(_) => {
+                    warn!("export ended early: PostgreSQL stalled");
+                    None
+                }
+            }
+        });
+    let body = StreamBody::new(chunks.map(|b: Bytes| Ok(Frame::data(b))));
+    Ok(attachment(BodyExt::boxed_unsync(body), "votes.csv"))
 }
 
 #[cfg(test)]
