@@ -37,6 +37,8 @@ pub struct Config {
     pub db_pool_size: usize,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+    /// Count vote outcomes for the incident timeline (`TIMELINE=off` measures its cost).
+    pub timeline: bool,
 }
 
 impl Config {
@@ -115,6 +117,12 @@ impl Config {
             _ => return Err(invalid("LOG_FORMAT", &format, "expected text or json")),
         };
 
+        let timeline = match get("TIMELINE", "on").as_str() {
+            "on" => true,
+            "off" => false,
+            other => return Err(invalid("TIMELINE", other, "expected on or off")),
+        };
+
         Ok(Config {
             database_url,
             redis_url,
@@ -126,6 +134,7 @@ impl Config {
             db_pool_size,
             admin_token: optional("ADMIN_TOKEN"),
             log_format,
+            timeline,
         })
     }
 }

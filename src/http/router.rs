@@ -83,7 +83,7 @@ pub async fn handle(
             let resp = dispatch(&state, endpoint, req)
                 .await
                 .unwrap_or_else(|e| body::error(&e));
-            if endpoint == Endpoint::Vote {
+            if endpoint == Endpoint::Vote && state.config.timeline {
                 handlers::console::count_vote(&state, &resp);
             }
             (endpoint, resp)

@@ -16,7 +16,7 @@ use crate::db::timeline::{Bucket, Timeline, rfc3339};
 /// Drawing size in SVG units (scaled to the screen by CSS).
 const WIDTH: f64 = 1600.0;
 const HEIGHT: f64 = 620.0;
-const LEFT: f64 = 150.0;
+const LEFT: f64 = 220.0;
 const RIGHT: f64 = 1580.0;
 /// The line between accepted (above) and refused (below).
 const BASELINE: f64 = 360.0;
@@ -72,13 +72,17 @@ pub fn page(view: &TimelinePage) -> Markup {
         html! {
             (connection_banner())
             section class="tl-board" aria-labelledby="tl-heading" {
-                h1 id="tl-heading" class="tl-heading" { "Incident timeline" }
+                div class="tl-head" {
+                    h1 id="tl-heading" class="tl-heading" { "Incident timeline" }
+                    p class="tl-links" {
+                        a href=(view.page.link("/results")) { "Live results" }
+                        " · "
+                        a href="/timeline.json" { "JSON" }
+                        " · "
+                        span { "vote-api " (view.page.version) }
+                    }
+                }
                 (chart(view.timeline))
-            }
-            p class="tl-links" {
-                a href=(view.page.link("/results")) { "Live results" }
-                " · "
-                a href="/timeline.json" { "JSON" }
             }
         },
     )
@@ -197,7 +201,9 @@ fn legend(timeline: &Timeline) -> Markup {
 
 fn table(timeline: &Timeline) -> Markup {
     html! {
-        table class="visually-hidden" {
+        // A table will not shrink to 1 px: the wrapper hides it.
+        div class="visually-hidden" {
+        table {
             caption { "Votes per time bucket (UTC), buckets with votes only" }
             thead {
                 tr {
@@ -215,6 +221,7 @@ fn table(timeline: &Timeline) -> Markup {
                     }
                 }
             }
+        }
         }
         @if !timeline.versions.is_empty() {
             ul class="visually-hidden" aria-label="Versions answering" {
