@@ -115,12 +115,10 @@ fn svg(timeline: &Timeline) -> Markup {
         .max()
         .unwrap_or(0);
     let max_down = buckets.iter().map(Bucket::refused).max().unwrap_or(0);
-    // One scale above and below, so a wall of refusals looks its size.
-    let per_vote = [(UP_PX, max_up), (DOWN_PX, max_down)]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(px, n)| px / n as f64)
-        .fold(f64::INFINITY, f64::min);
+    // A scale for each side, each labelled with its peak: a hundred refusals
+    // must show as a wall next to a thousand votes a second.
+    let scale = |px: f64, max: u64| if max == 0 { 0.0 } else { px / max as f64 };
+    let (up_scale, down_scale) = (scale(UP_PX, max_up), scale(DOWN_PX, max_down));
     let slot = (RIGHT - LEFT) / buckets.len() as f64;
     let bar = (slot * 0.82).max(0.6);
     let x_of_ms = |ms: i64| LEFT + ((ms as f64 / 1000.0 - first as f64) / span) * (RIGHT - LEFT);
@@ -139,11 +137,17 @@ fn svg(timeline: &Timeline) -> Markup {
             text class="tl-axis-label" x="20" y=(BASELINE + 40.0) { "Refused ↓" }
             @for (i, b) in buckets.iter().enumerate() {
                 @let x = fmt(LEFT + i as f64 * slot);
-                @for (outcome, y, h) in stack(b, per_vote) {
+                @for (outcome, y, h) in stack(b, up_scale, down_scale) {
                     rect class=(class(outcome)) x=(x) y=(fmt(y)) width=(fmt(bar)) height=(fmt(h)) {}
                 }
             }
             line class="tl-baseline" x1=(LEFT) y1=(BASELINE) x2=(RIGHT) y2=(BASELINE) {}
+            @for (n, y) in [(max_up, BASELINE - UP_PX), (max_down, BASELINE + DOWN_PX)] {
+                @if n > 0 {
+                    line class="tl-peak" x1=(LEFT - 8.0) y1=(y) x2=(RIGHT) y2=(y) {}
+                    text class="tl-peak-label" x=(LEFT - 14.0) y=(y + 8.0) text-anchor="end" { (n) }
+                }
+            }
             @for m in &timeline.versions {
                 @let x = x_of_ms(m.first_seen_ms).clamp(LEFT, RIGHT);
                 @let end = x > RIGHT - 260.0;
@@ -163,15 +167,15 @@ fn svg(timeline: &Timeline) -> Markup {
 
 /// The bars of one bucket as (outcome, top, height): accepted above the
 /// line, refusals stacked below it in `REFUSALS` order.
-fn stack(bucket: &Bucket, per_vote: f64) -> Vec<(Outcome, f64, f64)> {
+fn stack(bucket: &Bucket, up_scale: f64, down_scale: f64) -> Vec<(Outcome, f64, f64)> {
     let mut bars = Vec::new();
-    let up = bucket.get(Outcome::Accepted) as f64 * per_vote;
+    let up = bucket.get(Outcome::Accepted) as f64 * up_scale;
     if up > 0.0 {
         bars.push((Outcome::Accepted, BASELINE - up, up));
     }
     let mut y = BASELINE;
     for (outcome, _) in REFUSALS {
-        let h = bucket.get(outcome) as f64 * per_vote;
+        let h = bucket.get(outcome) as f64 * down_scale;
         if h > 0.0 {
             bars.push((outcome, y, h));
             y += h;
@@ -273,6 +277,19 @@ mod tests {
         assert_eq!(html.matches("<tr><th scope=\"row\">").count(), 2);
         assert!(html.contains(r#"<strong id="tl-total-referral_cache_exhausted">5</strong>"#));
         assert!(!html.contains("style="), "CSP forbids inline styles");
+    }
+
+    #[test]
+    fn each_side_fills_its_height_and_names_its_peak() {
+        let bars = stack(&sample().buckets[2], UP_PX / 10.0, DOWN_PX / 5.0);
+        assert_eq!(bars[0], (Outcome::Accepted, BASELINE - 54.0, 54.0));
+        assert_eq!(
+            bars[1],
+            (Outcome::ReferralCacheExhausted, BASELINE, DOWN_PX)
+        );
+        let html = chart(&sample()).into_string();
+        assert!(html.contains(r#"text-anchor="end">10</text>"#), "{html}");
+        assert!(html.contains(r#"text-anchor="end">5</text>"#));
     }
 
     #[test]
