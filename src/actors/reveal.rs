@@ -32,6 +32,18 @@ impl RevealHandle {
         (RevealHandle { tx, live }, task)
     }
 
+    /// Reads the flag once before the first request is served, so a restarted
+    /// replica never shows counts that its peers hide. Redis down: visible,
+    /// until the follower reads it.
+    pub async fn load(&self) {
+        match self.live.hidden().await {
+            Ok(hidden) => {
+                self.tx.send_replace(hidden);
+            }
+            Err(e) => warn!(error = %e, "cannot read the reveal flag at start-up"),
+        }
+    }
+
     /// True while the results are hidden.
     pub fn hidden(&self) -> bool {
         *self.tx.borrow()
