@@ -10,6 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use tracing::info;
 
+use crate::config::Config;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
@@ -85,7 +86,7 @@ async fn run_reset(
     query: &ResetQuery,
     form: Option<&ResetForm>,
 ) -> Result<String, ApiError> {
-    authorize(state, token)?;
+    authorize(&state.config, token)?;
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
@@ -111,8 +112,8 @@ async fn run_reset(
 }
 
 /// The admin check every admin action shares (reset, reveal, exports).
-pub(crate) fn authorize(state: &AppState, token: Option<&str>) -> Result<(), ApiError> {
-    if let Some(expected) = &state.config.admin_token {
+pub(crate) fn authorize(config: &Config, token: Option<&str>) -> Result<(), ApiError> {
+    if let Some(expected) = &config.admin_token {
         let given = token.unwrap_or("");
         if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             return Err(ApiError::Unauthorized);

@@ -2,7 +2,7 @@
 //! (`/votes` then tells only the total), the incident timeline (counted by
 //! `count_vote`, drawn by `/timeline`, served by `/timeline.json`) and the
 //! CSV exports. Admin actions use the same check as the reset
-//! (`admin::authorize`); a form posted by the admin page gets a page back.
+//! (`Credentials`); a form posted by the admin page gets a page back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tracing::warn;
 use crate::actors::broadcaster::hidden_json;
 use crate::actors::referral::ReferralError;
 use crate::actors::timeline::Outcome;
+use crate::config::Config;
 use crate::db::{self, timeline::Timeline};
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
@@ -26,6 +27,26 @@ use crate::views;
 
 /// How long reading the timeline may take.
 pub const TIMELINE_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who asks, taken before the body is read: the admin check of the reset
+/// (`admin::authorize`), in the same shape as the reset's credentials, so
+/// every admin action reads alike.
+struct Credentials {
+    bearer: Option<String>,
+}
+
+impl Credentials {
+    fn of<B>(req: &Request<B>) -> Self {
+        Credentials {
+            bearer: admin::bearer(req).map(str::to_owned),
+        }
+    }
+
+    /// The `Bearer` token, else `form_token` (a form cannot set `Authorization`).
+    fn authorize(&self, config: &Config, form_token: Option<&str>) -> Result<(), ApiError> {
+        admin::authorize(config, self.bearer.as_deref().or(form_token))
+    }
+}
 
 /// `GET /votes`: the v1 counts, or `{"hidden":true,"total":N}` while hidden.
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {
@@ -61,10 +82,10 @@ pub async fn results_visibility(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let query: VisibilityQuery = body::query(req.uri().query());
-    let header_token = admin::bearer(&req).map(str::to_owned);
+    let credentials = Credentials::of(&req);
     let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
     if !from_page {
-        let (visible, message) = set_visibility(state, header_token.as_deref(), &query).await?;
+        let (visible, message) = set_visibility(state, &credentials, None, &query).await?;
         return Ok(body::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "success", "visible": visible, "message": message }),
@@ -75,10 +96,7 @@ pub async fn results_visibility(
         Err(e) => Err(e),
     };
     let result = match form {
-        Ok(form) => {
-            let token = header_token.or(form.token);
-            set_visibility(state, token.as_deref(), &query).await
-        }
+        Ok(form) => set_visibility(state, &credentials, form.token.as_deref(), &query).await,
         Err(e) => Err(e),
     };
     let page = pages::page_with(state, None, query.conf.as_deref());
@@ -98,10 +116,11 @@ pub async fn results_visibility(
 /// Checks the token and the query, then flips the flag on every replica.
 async fn set_visibility(
     state: &AppState,
-    token: Option<&str>,
+    credentials: &Credentials,
+    form_token: Option<&str>,
     query: &VisibilityQuery,
 ) -> Result<(bool, &'static str), ApiError> {
-    admin::authorize(state, token)?;
+    credentials.authorize(&state.config, form_token)?;
     let hidden = match query.visible.as_deref() {
         Some("yes") => false,
         Some("no") => true,
@@ -266,7 +285,7 @@ pub async fn timeline_csv<B>(
     state: &Arc<AppState>,
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
-    admin::authorize(state, admin::bearer(req))?;
+    Credentials::of(req).authorize(&state.config, None)?;
     let timeline = read_timeline(state).await?;
     let mut csv = String::from("start,seconds");
     for outcome in Outcome::ALL {
@@ -326,7 +345,7 @@ pub async fn export_csv<B>(
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
 
-    admin::authorize(state, admin::bearer(req))?;
+    Credentials::of(req).authorize(&state.config, None)?;
     let unavailable = |e: &dyn std::fmt::Display| {
         warn!(error = %e, "export failed to start");
         ApiError::DbUnavailable
