@@ -83,13 +83,13 @@ pub async fn handle(
             let resp = dispatch(&state, endpoint, req)
                 .await
                 .unwrap_or_else(|e| body::error(&e));
-            if endpoint == Endpoint::Vote && state.config.timeline {
-                handlers::console::count_vote(&state, &resp);
-            }
             (endpoint, resp)
         }
     };
     let status = resp.status().as_u16();
+    if endpoint == Endpoint::Vote && state.config.timeline {
+        handlers::console::count_vote(&state, &resp);
+    }
     if endpoint == Endpoint::Vote && resp.status().is_server_error() {
         let detail = resp.extensions().get::<body::ErrorDetail>();
         let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());

@@ -157,12 +157,15 @@ pub fn count_vote<B>(state: &AppState, resp: &Response<B>) {
 }
 
 /// The outcome of a vote from its answer: any 4xx is `invalid`; a 5xx is
-/// told apart by its detail. A replayed vote was counted the first time.
+/// told apart by its detail. A replayed vote was counted the first time, and
+/// a request with another method than `POST` was no vote.
 fn vote_outcome<B>(resp: &Response<B>) -> Option<Outcome> {
-    if resp.headers().contains_key("idempotent-replayed") {
+    let status = resp.status();
+    if resp.headers().contains_key("idempotent-replayed")
+        || status == StatusCode::METHOD_NOT_ALLOWED
+    {
         return None;
     }
-    let status = resp.status();
     if status.is_success() || status.is_redirection() {
         return Some(Outcome::Accepted);
     }
@@ -411,5 +414,7 @@ mod tests {
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
         assert_eq!(vote_outcome(&replay), None, "counted the first time");
+        let get = body::error(&ApiError::MethodNotAllowed("POST"));
+        assert_eq!(vote_outcome(&get), None, "GET /vote is no vote");
     }
 }
