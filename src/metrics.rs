@@ -83,6 +83,7 @@ pub struct Metrics {
     pub db_pool_checked_out: IntGauge,
     pub db_pool_size: IntGauge,
     pub votes: IntCounterVec,
+    pub timeline_dropped: IntCounter,
     pub sse_clients: IntGauge,
     pub queue_depth: IntGaugeVec,
     pub batch_size: Histogram,
@@ -93,7 +94,6 @@ pub struct Metrics {
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
     pub failure_reports_dropped: IntCounter,
-    pub timeline_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -190,6 +190,10 @@ impl Metrics {
             db_pool_checked_out: gauge("db_pool_checked_out", "PostgreSQL connections in use"),
             db_pool_size: gauge("db_pool_size", "PostgreSQL pool size"),
             votes,
+            timeline_dropped: counter(
+                "timeline_dropped_total",
+                "Vote outcomes left out of the incident timeline (queue or buffer full)",
+            ),
             sse_clients: gauge("sse_clients", "Connected /stream clients"),
             queue_depth,
             batch_size,
@@ -217,10 +221,6 @@ impl Metrics {
             failure_reports_dropped: counter(
                 "failure_reports_dropped_total",
                 "Failed-vote reports dropped because the broadcaster's queue was full",
-            ),
-            timeline_dropped: counter(
-                "timeline_dropped_total",
-                "Vote outcomes left out of the incident timeline (queue or buffer full)",
             ),
             registry,
         }

@@ -29,10 +29,10 @@ pub enum ApiError {
     CacheExhausted(ReferralError),
     #[error("PostgreSQL not available")]
     DbUnavailable,
-    #[error("Service overloaded, please retry")]
-    Overloaded,
     #[error("Redis not available")]
     RedisUnavailable,
+    #[error("Service overloaded, please retry")]
+    Overloaded,
     #[error("Add ?confirm=yes to reset the session")]
     ConfirmRequired,
     #[error("Missing or wrong admin token")]
@@ -54,10 +54,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::CacheExhausted(_)
-            | ApiError::DbUnavailable
-            | ApiError::Overloaded
-            | ApiError::RedisUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RedisUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CacheExhausted(_) | ApiError::DbUnavailable | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
