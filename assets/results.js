@@ -10,6 +10,8 @@
   const live = $("live");
   const degraded = $("degraded");
   const total = $("total");
+  const board = $("results");
+  const hiddenSign = $("results-hidden");
   const fmt = new Intl.NumberFormat("en-US");
   const calm = window.matchMedia("(prefers-reduced-motion: reduce)");
   // Reconnect backoff after the browser gave up, and the longest silence
@@ -48,7 +50,18 @@
     requestAnimationFrame(step);
   }
 
+  // While the speaker hides the results, frames carry the total only.
+  function showHidden(n) {
+    hiddenSign.hidden = false;
+    board.hidden = true;
+    for (const bar of bars.values()) bar.shown = 0;
+    total.textContent = fmt.format(Number.isFinite(n) ? n : 0);
+  }
+
   function showVotes(counts) {
+    if (counts.hidden === true) return showHidden(counts.total);
+    hiddenSign.hidden = true;
+    board.hidden = false;
     let sum = 0;
     let max = 0;
     for (const key of bars.keys()) {
@@ -151,6 +164,7 @@
   // Draw the server-rendered counts at once; the first frame follows.
   const initial = {};
   for (const [key, bar] of bars) initial[key] = { count: bar.shown };
-  showVotes(initial);
+  if (board.hidden) showHidden(Number(total.textContent.replace(/\D/g, "")));
+  else showVotes(initial);
   connect();
 })();

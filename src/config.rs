@@ -41,6 +41,8 @@ pub struct Config {
     /// When set, `/metrics` is served there only (not on `bind_addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// Count vote outcomes for the incident timeline (`TIMELINE=off` measures its cost).
+    pub timeline: bool,
 }
 
 /// The `ADMIN_TOKEN`, kept only as its SHA-256 digest: comparing two
@@ -184,6 +186,12 @@ impl Config {
             _ => return Err(invalid("LOG_FORMAT", &format, "expected text or json")),
         };
 
+        let timeline = match get("TIMELINE", "on").as_str() {
+            "on" => true,
+            "off" => false,
+            other => return Err(invalid("TIMELINE", other, "expected on or off")),
+        };
+
         Ok(Config {
             database_url,
             redis_url,
@@ -196,6 +204,7 @@ impl Config {
             admin_token,
             metrics_addr,
             log_format,
+            timeline,
         })
     }
 }

@@ -119,6 +119,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics.clone(),
         shutdown.clone(),
     );
+    actors.reveal.load().await;
     let state = Arc::new(AppState {
         config,
         actors,

@@ -302,6 +302,68 @@ impl Announcement {
     }
 }
 
+/// Set while the speaker hides the results (SPEC §10.3); absent means visible.
+pub const HIDDEN_KEY: &str = "vote-api:results-hidden";
+/// Pub/sub channel announcing reveal changes as `hidden` / `visible`
+/// (database number appended, as for the counts channel).
+pub const REVEAL_CHANNEL_PREFIX: &str = "vote-api:reveal:";
+
+/// The reveal switch: one flag every replica shares, announced on change.
+impl Live {
+    fn reveal_channel(&self) -> String {
+        let db = self.client.get_connection_info().redis_settings().db();
+        format!("{REVEAL_CHANNEL_PREFIX}{db}")
+    }
+
+    /// Stores and announces whether the results are hidden, atomically.
+    pub async fn set_hidden(&self, hidden: bool) -> Result<(), LiveError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if hidden {
+            pipe.set(HIDDEN_KEY, 1).ignore();
+        } else {
+            pipe.del(HIDDEN_KEY).ignore();
+        }
+        pipe.publish(
+            self.reveal_channel(),
+            if hidden { "hidden" } else { "visible" },
+        )
+        .ignore();
+        bounded(async { Ok(pipe.query_async::<()>(&mut conn).await?) }).await
+    }
+
+    /// Whether the results are hidden, as stored.
+    pub async fn hidden(&self) -> Result<bool, LiveError> {
+        let mut conn = self.conn.clone();
+        let exists: bool = bounded(async {
+            Ok(redis::cmd("EXISTS")
+                .arg(HIDDEN_KEY)
+                .query_async(&mut conn)
+                .await?)
+        })
+        .await?;
+        Ok(exists)
+    }
+
+    /// Subscribes to reveal announcements (`true` = hidden); ends when the
+    /// connection drops, and unknown payloads are ignored.
+    pub async fn subscribe_reveal(&self) -> Result<impl Stream<Item = bool> + use<>, LiveError> {
+        let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| LiveError::Timeout)??;
+        let channel = self.reveal_channel();
+        bounded(async { Ok(pubsub.subscribe(&channel).await?) }).await?;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move {
+            match msg.get_payload_bytes() {
+                b"hidden" => Some(true),
+                b"visible" => Some(false),
+                _ => None,
+            }
+        }))
+    }
+}
+
 async fn bounded<T>(fut: impl Future<Output = Result<T, LiveError>>) -> Result<T, LiveError> {
     tokio::time::timeout(REDIS_TIMEOUT, fut)
         .await

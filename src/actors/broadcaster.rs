@@ -50,6 +50,8 @@ pub struct BroadcasterHandle {
     status: watch::Receiver<Bytes>,
     failures: mpsc::Sender<String>,
     view: CountsView,
+    /// The reveal flag: while true, votes frames carry the total only.
+    hidden: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -57,6 +59,7 @@ impl BroadcasterHandle {
     pub fn spawn(
         view: CountsView,
         live: Live,
+        hidden: watch::Receiver<bool>,
         version: String,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
@@ -71,6 +74,7 @@ impl BroadcasterHandle {
         let actor = ResultsBroadcaster {
             updates: view.subscribe(),
             view: view.clone(),
+            hidden: hidden.clone(),
             live,
             frames: frames.clone(),
             failures: failures_rx,
@@ -85,6 +89,7 @@ impl BroadcasterHandle {
             status: status_rx,
             failures,
             view,
+            hidden,
             metrics,
         };
         (handle, tokio::spawn(actor.run()))
@@ -100,7 +105,8 @@ impl BroadcasterHandle {
     /// lagged. Votes come from the view rather than the last broadcast, so a
     /// client that connects right after its own vote already sees it.
     pub fn latest(&self) -> Bytes {
-        let mut out = votes_frame(&self.view.current().counts).to_vec();
+        let hidden = *self.hidden.borrow();
+        let mut out = votes_frame(&self.view.current().counts, hidden).to_vec();
         out.extend_from_slice(&self.status.borrow());
         Bytes::from(out)
     }
@@ -118,10 +124,20 @@ impl BroadcasterHandle {
     }
 }
 
-/// The SSE frame for `counts`: `event: votes` with the `/votes` JSON.
-pub fn votes_frame(counts: &Counts) -> Bytes {
-    let json = serde_json::to_string(counts).expect("counts always serialise");
+/// The SSE frame for `counts`: `event: votes` with the `/votes` JSON, or
+/// only the total while the results are hidden (SPEC §10.3).
+pub fn votes_frame(counts: &Counts, hidden: bool) -> Bytes {
+    let json = if hidden {
+        hidden_json(counts)
+    } else {
+        serde_json::to_string(counts).expect("counts always serialise")
+    };
     Bytes::from(format!("event: votes\ndata: {json}\n\n"))
+}
+
+/// `{"hidden":true,"total":N}`: what `/votes` and the stream say while hidden.
+pub fn hidden_json(counts: &Counts) -> String {
+    serde_json::json!({ "hidden": true, "total": counts.total() }).to_string()
 }
 
 /// The data of a `status` frame.
@@ -178,6 +194,7 @@ impl FailureWindow {
 struct ResultsBroadcaster {
     view: CountsView,
     updates: watch::Receiver<Snapshot>,
+    hidden: watch::Receiver<bool>,
     live: Live,
     frames: broadcast::Sender<Bytes>,
     failures: mpsc::Receiver<String>,
@@ -209,10 +226,13 @@ impl ResultsBroadcaster {
                     }
                     votes_pending = true;
                 }
+                // Hiding or revealing re-sends the counts in the new form.
+                Ok(()) = self.hidden.changed(), if !votes_pending => votes_pending = true,
                 // Coalesce: whatever arrived since the last frame goes into one.
                 _ = tokio::time::sleep_until(next_votes), if votes_pending => {
                     let counts = self.updates.borrow_and_update().counts;
-                    self.send(votes_frame(&counts));
+                    let hidden = *self.hidden.borrow_and_update();
+                    self.send(votes_frame(&counts, hidden));
                     self.metrics.sse_frames.inc();
                     votes_pending = false;
                     next_votes = Instant::now() + FRAME_INTERVAL;

@@ -5,7 +5,9 @@
 
 pub mod broadcaster;
 pub mod referral;
+pub mod reveal;
 pub mod tally;
+pub mod timeline;
 pub mod writer;
 
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::poll::CountsView;
 use broadcaster::BroadcasterHandle;
 use referral::ReferralHandle;
+use reveal::RevealHandle;
 use tally::TallyHandle;
+use timeline::TimelineHandle;
 use writer::{RECOUNT_QUEUE, WriterHandle};
 
 /// Handles to every actor; cloning is cheap.
@@ -32,6 +36,8 @@ pub struct Actors {
     pub writer: WriterHandle,
     pub tally: TallyHandle,
     pub broadcaster: BroadcasterHandle,
+    pub reveal: RevealHandle,
+    pub timeline: TimelineHandle,
 }
 
 /// The actors' tasks, awaited at shutdown.
@@ -46,23 +52,30 @@ impl Actors {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
+        let process = process_name(live.origin());
         let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
+        let (reveal, v_task) = RevealHandle::spawn(live.clone(), shutdown.clone());
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
             view.clone(),
             live.clone(),
-            version,
+            reveal.subscribe(),
+            version.clone(),
             metrics.clone(),
             shutdown,
         );
         let (tally, t_task) = TallyHandle::spawn(live, view, recount_tx, metrics.clone());
         let (writer, w_task) =
             WriterHandle::spawn(pool.clone(), tally.clone(), recount_rx, metrics.clone());
+        let (timeline, l_task) =
+            TimelineHandle::spawn(pool.clone(), process, version, metrics.clone());
         let (referral, r_task) = ReferralHandle::spawn(pool, metrics);
         let tasks = ActorTasks(vec![
             ("ReferralValidator", r_task),
             ("PersistenceWriter", w_task),
             ("VoteTally", t_task),
             ("ResultsBroadcaster", b_task),
+            ("Reveal", v_task),
+            ("IncidentTimeline", l_task),
         ]);
         (
             Actors {
@@ -70,6 +83,8 @@ impl Actors {
                 writer,
                 tally,
                 broadcaster,
+                reveal,
+                timeline,
             },
             tasks,
         )
@@ -82,6 +97,7 @@ impl Actors {
             ("writer", self.writer.queue_depth()),
             ("tally", self.tally.queue_depth()),
             ("broadcaster", self.broadcaster.queue_depth()),
+            ("timeline", self.timeline.queue_depth()),
         ] {
             metrics
                 .queue_depth
@@ -107,4 +123,15 @@ impl ActorTasks {
             }
         }
     }
+}
+
+/// This process among replicas and restarts, for the timeline's version
+/// markers: the replica name plus the start time, because test instances
+/// (and a quick restart in a reused PID) share a replica name.
+fn process_name(origin: &str) -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{origin}@{started:x}")
 }

@@ -3,6 +3,7 @@
 
 pub mod migrate;
 pub mod partners;
+pub mod timeline;
 pub mod votes;
 
 use std::str::FromStr;

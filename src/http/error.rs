@@ -29,6 +29,8 @@ pub enum ApiError {
     CacheExhausted(ReferralError),
     #[error("PostgreSQL not available")]
     DbUnavailable,
+    #[error("Redis not available")]
+    RedisUnavailable,
     #[error("Service overloaded, please retry")]
     Overloaded,
     #[error("Add ?confirm=yes to reset the session")]
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RedisUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::CacheExhausted(_) | ApiError::DbUnavailable | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

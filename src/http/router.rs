@@ -50,6 +50,11 @@ pub fn resolve(path: &str) -> Option<(Endpoint, Allowed)> {
         "/results" => (Endpoint::Results, Allowed::Get),
         "/admin" => (Endpoint::Admin, Allowed::Get),
         "/admin/reset" => (Endpoint::AdminReset, Allowed::Post),
+        "/admin/results" => (Endpoint::AdminResults, Allowed::Post),
+        "/admin/export.csv" => (Endpoint::AdminExport, Allowed::Get),
+        "/admin/timeline.csv" => (Endpoint::AdminTimelineCsv, Allowed::Get),
+        "/timeline" => (Endpoint::Timeline, Allowed::Get),
+        "/timeline.json" => (Endpoint::TimelineJson, Allowed::Get),
         "/health" => (Endpoint::Health, Allowed::Get),
         "/ready" => (Endpoint::Ready, Allowed::Get),
         "/version" => (Endpoint::Version, Allowed::Get),
@@ -91,6 +96,9 @@ pub async fn handle(
         }
     };
     let status = resp.status().as_u16();
+    if endpoint == Endpoint::Vote && state.config.timeline {
+        handlers::console::count_vote(&state, &resp);
+    }
     if endpoint == Endpoint::Vote && resp.status().is_server_error() {
         let detail = resp.extensions().get::<body::ErrorDetail>();
         let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());
@@ -120,7 +128,7 @@ async fn dispatch(
         Endpoint::Index => Ok(pages::index(state, &req)),
         Endpoint::Vote => vote::vote(state, req).await,
         Endpoint::Thanks => Ok(pages::thanks(state, &req)),
-        Endpoint::Votes => Ok(vote::votes(state)),
+        Endpoint::Votes => Ok(console::votes(state)),
         Endpoint::Stream => Ok(super::sse::response(
             &state.actors.broadcaster,
             state.metrics.clone(),
@@ -129,6 +137,11 @@ async fn dispatch(
         Endpoint::Results => Ok(pages::results(state, &req)),
         Endpoint::Admin => Ok(pages::admin(state, &req)),
         Endpoint::AdminReset => admin::reset(state, req).await,
+        Endpoint::AdminResults => console::results_visibility(state, req).await,
+        Endpoint::AdminExport => console::export_csv(state, &req).await,
+        Endpoint::AdminTimelineCsv => console::timeline_csv(state, &req).await,
+        Endpoint::Timeline => console::timeline_page(state, &req).await,
+        Endpoint::TimelineJson => console::timeline_json(state).await,
         Endpoint::Health => Ok(probes::health()),
         Endpoint::Ready => Ok(probes::ready(state).await),
         Endpoint::Version => Ok(probes::version(state)),

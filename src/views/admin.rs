@@ -1,7 +1,8 @@
 //! The admin page (`/admin`): reset the session between talks, in two
 //! steps that work without JavaScript: RESET SESSION leads to a
 //! confirmation (`/admin?step=confirm`) whose form posts
-//! `/admin/reset?confirm=yes`; the outcome is rendered by `outcome`.
+//! `/admin/reset?confirm=yes`; the outcome is rendered by `outcome`. It
+//! also hides or reveals the projector's bars (`/admin/results`).
 
 use maud::{Markup, html};
 
@@ -23,6 +24,8 @@ pub struct Admin<'a> {
     pub total: u64,
     /// `ADMIN_TOKEN` is set, so the form asks for it.
     pub token_required: bool,
+    /// The projector shows RESULTS HIDDEN instead of the bars.
+    pub hidden: bool,
 }
 
 fn chrome(title: &'static str) -> Chrome<'static> {
@@ -44,6 +47,8 @@ pub fn admin(view: &Admin) -> Markup {
                 p { "Votes in this session: " strong id="admin-total" { (view.total) } }
                 @match view.step {
                     Step::Start => {
+                        (reveal_form(view))
+                        (console_links(view))
                         p { "Between talks, reset the session: every vote is deleted from PostgreSQL and Redis; referral partners stay." }
                         form method="get" action="/admin" {
                             input type="hidden" name="step" value="confirm";
@@ -77,6 +82,51 @@ pub fn admin(view: &Admin) -> Markup {
     )
 }
 
+/// HIDE RESULTS / SHOW RESULTS: one form posting the opposite of the current state.
+fn reveal_form(view: &Admin) -> Markup {
+    let page = view.page;
+    let (state, visible, label) = if view.hidden {
+        (
+            "hidden: the projector shows the total only",
+            "yes",
+            "SHOW RESULTS",
+        )
+    } else {
+        ("visible", "no", "HIDE RESULTS")
+    };
+    let mut action = format!("/admin/results?visible={visible}");
+    if let Some(conf) = page.conference {
+        action.push_str(&format!("&conf={}", conf.key()));
+    }
+    html! {
+        p { "Results on the projector: " strong id="admin-visibility" { (state) } }
+        form method="post" action=(action) class="stack" {
+            @if view.token_required {
+                label for="reveal-token" { "Admin token" }
+                input type="password" id="reveal-token" name="token" required autocomplete="current-password" spellcheck="false";
+            }
+            p class="actions" {
+                button type="submit" class="btn" { (label) }
+            }
+        }
+    }
+}
+
+/// The incident timeline and the downloads (with `ADMIN_TOKEN` set, the
+/// downloads need the `Authorization` header: curl, see the README).
+fn console_links(view: &Admin) -> Markup {
+    html! {
+        p class="actions" {
+            a class="btn btn--ghost" href=(view.page.link("/timeline")) { "Incident timeline" }
+            a class="btn btn--ghost" href="/admin/export.csv" download { "Votes (CSV)" }
+            a class="btn btn--ghost" href="/admin/timeline.csv" download { "Timeline (CSV)" }
+        }
+        @if view.token_required {
+            p class="hint" { "The downloads need the admin token: " code { "curl -H \"Authorization: Bearer $ADMIN_TOKEN\" …/admin/export.csv" } }
+        }
+    }
+}
+
 /// The form target: `confirm=yes` is in the URL as the API requires;
 /// `conf` rides along so the outcome page keeps the branding.
 fn confirm_action(page: &Page) -> String {
@@ -95,18 +145,36 @@ pub struct Outcome<'a> {
 }
 
 pub fn outcome(view: &Outcome) -> Markup {
-    let page = view.page;
-    layout::page(
-        page,
-        &chrome(if view.ok {
+    done(&Done {
+        page: view.page,
+        ok: view.ok,
+        title: if view.ok {
             "Session reset"
         } else {
             "Reset failed"
-        }),
+        },
+        message: view.message.clone(),
+    })
+}
+
+/// How any admin action posted from a form ended.
+pub struct Done<'a> {
+    pub page: &'a Page,
+    pub ok: bool,
+    pub title: &'static str,
+    /// The API's message (success) or detail (failure).
+    pub message: String,
+}
+
+pub fn done(view: &Done) -> Markup {
+    let page = view.page;
+    layout::page(
+        page,
+        &chrome(view.title),
         html! {
             section class="panel" aria-labelledby="outcome-title" {
                 h1 id="outcome-title" class=(if view.ok { "panel__title" } else { "panel__title panel__title--bad" }) {
-                    @if view.ok { "Session reset" } @else { "Reset failed" }
+                    (view.title)
                 }
                 p id="outcome-message" role="status" { (view.message) }
                 p class="actions" {
@@ -130,6 +198,7 @@ mod tests {
             step: Step::Confirm,
             total: 7,
             token_required: false,
+            hidden: false,
         };
         let html = admin(&view).into_string();
         assert!(html.contains(r#"action="/admin/reset?confirm=yes""#));

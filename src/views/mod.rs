@@ -9,6 +9,7 @@ pub mod layout;
 pub mod qr;
 pub mod results;
 pub mod sign;
+pub mod timeline;
 pub mod vote;
 
 use crate::brand::Conference;

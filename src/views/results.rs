@@ -2,7 +2,9 @@
 //! `/stream`, the SERVICE DEGRADED sign and the screen count fed by its
 //! `status` events (both applied by `results.js`), and the two QR codes.
 //! The first render already shows the current counts, so a projector
-//! whose script fails still shows numbers.
+//! whose script fails still shows numbers. While the speaker hides the
+//! results, the page carries the total only (no per-choice count anywhere)
+//! and a RESULTS HIDDEN sign stands where the bars were.
 
 use maud::{Markup, html};
 
@@ -20,6 +22,8 @@ pub struct Results<'a> {
     pub referral_url: String,
     /// `/stream` clients of this replica when the page was rendered.
     pub watching: i64,
+    /// The speaker hid the results: show the total only.
+    pub hidden: bool,
 }
 
 /// Whole percent of `n` in `total` (0 when nobody voted yet).
@@ -27,8 +31,25 @@ fn percent(n: u64, total: u64) -> u64 {
     (n * 100 + total / 2).checked_div(total).unwrap_or(0)
 }
 
+/// The banner a live page shows while its stream is down.
+pub fn connection_banner() -> Markup {
+    html! {
+        p id="connection" class="connection" role="status" hidden {
+            span class="connection__title" { "Connection lost" }
+            " "
+            span class="connection__hint" { "Reconnecting by itself…" }
+        }
+    }
+}
+
 pub fn results(view: &Results) -> Markup {
     let total = view.counts.total();
+    // Hidden: the bars are drawn empty, so no count leaks through the markup.
+    let shown = if view.hidden {
+        Counts::default()
+    } else {
+        view.counts
+    };
     layout::page(
         view.page,
         &Chrome {
@@ -37,11 +58,7 @@ pub fn results(view: &Results) -> Markup {
             scripts: &["results.js"],
         },
         html! {
-            p id="connection" class="connection" role="status" hidden {
-                span class="connection__title" { "Connection lost" }
-                " "
-                span class="connection__hint" { "Reconnecting by itself…" }
-            }
+            (connection_banner())
             section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
                 h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
                 p class="degraded__stats" {
@@ -52,16 +69,21 @@ pub fn results(view: &Results) -> Markup {
             div class="board" {
                 section class="poll" aria-labelledby="question" {
                     h1 id="question" class="poll__question" { (QUESTION) }
-                    ol id="results" class="bars" {
+                    section id="results-hidden" class="hidden-sign" hidden[!view.hidden] aria-labelledby="hidden-title" {
+                        h2 id="hidden-title" class="hidden-sign__tube" {
+                            span { "Results hidden" } " " span class="hidden-sign__dash" { "—" } " " span { "keep voting" }
+                        }
+                    }
+                    ol id="results" class="bars" hidden[view.hidden] {
                         @for choice in Choice::ALL {
-                            @let n = view.counts.get(choice);
+                            @let n = shown.get(choice);
                             li class="bar" data-choice=(choice.key()) data-count=(n) {
                                 span class="bar__label" { (choice.label()) }
                                 span class="bar__track" aria-hidden="true" { span class="bar__fill" {} }
                                 span class="bar__value" {
                                     span class="count" { (n) }
                                     span class="visually-hidden" { " votes, " }
-                                    span class="pct" { (percent(n, total)) "%" }
+                                    span class="pct" { (percent(n, shown.total())) "%" }
                                 }
                             }
                         }
@@ -102,6 +124,10 @@ pub fn results(view: &Results) -> Markup {
                     dt { "Stream" }
                     dd id="live" { "connecting" }
                 }
+                div class="meter__item" {
+                    dt { "Incident" }
+                    dd { a id="timeline-link" href=(view.page.link("/timeline")) { "Timeline" } }
+                }
             }
         },
     )
@@ -118,6 +144,7 @@ mod tests {
             vote_url: "http://vote.example/".into(),
             referral_url: "http://vote.example/?referral=conf-partner-2026".into(),
             watching: 2,
+            hidden: false,
         }
     }
 
@@ -130,6 +157,20 @@ mod tests {
         assert_eq!(html.matches(r#"class="qr""#).count(), 2);
         assert!(html.contains("http://vote.example/?referral=conf-partner-2026"));
         assert!(!html.contains("style="), "CSP forbids inline styles");
+    }
+
+    #[test]
+    fn hidden_results_carry_the_total_only() {
+        let page = Page::default();
+        let mut hidden = view(&page);
+        hidden.hidden = true;
+        let html = results(&hidden).into_string();
+        assert!(html.contains("Results hidden"));
+        assert!(html.contains(r#"<dd id="total">4</dd>"#));
+        assert!(!html.contains(r#"data-count="3""#) && !html.contains(r#"data-count="1""#));
+        assert!(!html.contains("75%"));
+        let shown = results(&view(&page)).into_string();
+        assert!(shown.contains(r#"id="results-hidden" class="hidden-sign" hidden"#));
     }
 
     #[test]

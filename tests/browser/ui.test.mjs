@@ -568,3 +568,103 @@ test("no page requested anything from another origin, broke the CSP, threw, or f
   assert.deepEqual(problems, [], "console errors and page errors");
   assert.deepEqual(failedLoads, [], "failed loads of the app's own origin");
 });
+
+// ---- The speaker's console (SPEC §10.3) -------------------------------------------
+
+function setVisible(visible) {
+  return api(`/admin/results?visible=${visible}`, {
+    method: "POST",
+    headers: ADMIN_TOKEN ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {},
+  });
+}
+
+test("reveal: HIDE RESULTS on /admin turns the projector's bars into RESULTS HIDDEN live, SHOW RESULTS brings them back", async () => {
+  assert.equal((await reset()).status, 200);
+  await crowd({ print: 3, stare: 5, ai: 8, revert: 1, restart: 4 });
+  const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
+  await wall.page.goto("/results");
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  assert.equal(await wall.page.locator("#results-hidden").isHidden(), true);
+
+  const admin = await open(SMALL_PHONE);
+  await admin.page.goto("/admin");
+  await admin.page.getByLabel("Admin token").first().fill(ADMIN_TOKEN);
+  let answer = admin.page.waitForResponse((r) => r.url().includes("/admin/results"));
+  await admin.page.getByRole("button", { name: "HIDE RESULTS" }).tap();
+  assert.equal((await answer).status(), 200);
+  await admin.page.getByRole("heading", { name: "Done" }).waitFor();
+
+  // Live on the projector: the sign, the total, no bars.
+  await wall.page.locator("#results-hidden").waitFor({ state: "visible", timeout: 2000 });
+  assert.equal(await wall.page.locator("#results").isHidden(), true);
+  assert.match(await wall.page.locator("#results-hidden").textContent(), /Results hidden\s*—\s*keep voting/i);
+  assert.equal(await wall.page.locator("#total").textContent(), "21");
+  // A phone cannot peek.
+  assert.deepEqual((await api("/votes")).json, { hidden: true, total: 21 });
+  assert.equal((await vote("ai")).status, 200);
+  await wall.page.locator("#total", { hasText: "22" }).waitFor({ timeout: 2000 });
+  await wall.page.evaluate(() => document.fonts.ready);
+  await wall.page.screenshot({ path: join(SHOTS, "results-hidden.png") });
+  assert.deepEqual(await contrastFailures(wall.page, [".hidden-sign__tube", ".meter dd"]), [], "text contrast (WCAG AA)");
+
+  // A projector opened while hidden is drawn hidden by the server already.
+  const late = await open({ ...PROJECTOR, javaScriptEnabled: false });
+  await late.page.goto("/results");
+  assert.equal(await late.page.locator("#results-hidden").isVisible(), true);
+  assert.equal(await late.page.locator('li[data-choice="ai"]').getAttribute("data-count"), "0");
+
+  await admin.page.goto("/admin");
+  await admin.page.getByLabel("Admin token").first().fill(ADMIN_TOKEN);
+  answer = admin.page.waitForResponse((r) => r.url().includes("/admin/results"));
+  await admin.page.getByRole("button", { name: "SHOW RESULTS" }).tap();
+  assert.equal((await answer).status(), 200);
+  await wall.page.locator("#results").waitFor({ state: "visible", timeout: 2000 });
+  assert.equal(await wall.page.locator("#results-hidden").isHidden(), true);
+  await wall.page.waitForFunction(() => document.querySelector('li[data-choice="ai"]').dataset.count === "9", null, { timeout: 2000 });
+});
+
+test("timeline: the projector page draws accepted votes, the wall of refusals and a table, live, at 1920x1080 and 1280x720", async () => {
+  assert.equal((await reset({ referralCache: true })).status, 200);
+  const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
+  await wall.page.goto("/timeline");
+  await wall.page.getByText("No votes since the last reset").waitFor();
+
+  await crowd({ print: 6, stare: 9, ai: 12, revert: 2, restart: 5 });
+  for (let i = 1; i <= 14; i++) await vote("ai", PARTNER);
+  assert.equal((await vote("nope")).status, 400);
+  // Live: no reload, the chart follows the stream.
+  await wall.page.locator("#tl-total-accepted", { hasText: "44" }).waitFor({ timeout: 6000 });
+  await wall.page.locator("#tl-total-referral_cache_exhausted", { hasText: "4" }).waitFor({ timeout: 6000 });
+  await wall.page.locator("#tl-total-invalid", { hasText: "1" }).waitFor({ timeout: 6000 });
+  assert.ok((await wall.page.locator("rect.tl-accepted").count()) >= 1);
+  assert.ok((await wall.page.locator("rect.tl-cache").count()) >= 1);
+  assert.equal(await wall.page.locator(".tl-marker text").first().textContent(), "browser-test");
+
+  // Screen readers get the numbers as a table.
+  const table = wall.page.getByRole("table", { name: /Votes per time bucket/ });
+  const rows = await table.locator("tbody tr").count();
+  assert.ok(rows >= 1, "a row per bucket with votes");
+  const summed = await table.locator("tbody tr").evaluateAll((trs) => trs.reduce((s, tr) => s + Number(tr.children[2].textContent), 0));
+  assert.equal(summed, 44);
+  assert.equal(await wall.page.getByRole("img", { name: /Votes per 1-second bucket/ }).count(), 1);
+  assert.deepEqual(await contrastFailures(wall.page, [".tl-heading", ".tl-legend li"]), [], "text contrast (WCAG AA)");
+
+  for (const viewport of [{ width: 1920, height: 1080 }, { width: 1280, height: 720 }]) {
+    await wall.page.setViewportSize(viewport);
+    const { w, h } = await wall.page.evaluate(() => ({
+      w: document.documentElement.scrollWidth,
+      h: document.documentElement.scrollHeight,
+    }));
+    assert.ok(w <= viewport.width && h <= viewport.height, `timeline is ${w}x${h} at ${viewport.width}x${viewport.height}`);
+  }
+  await wall.page.setViewportSize({ width: 1920, height: 1080 });
+  await wall.page.evaluate(() => document.fonts.ready);
+  await wall.page.screenshot({ path: join(SHOTS, "timeline.png") });
+  // Between talks: the next session starts with a clean slate.
+  assert.equal((await reset({ referralCache: true })).status, 200);
+});
+
+test("console pages: nothing from another origin, no CSP violation, no script error", () => {
+  assert.deepEqual(foreign, [], "requests that left the origin");
+  assert.deepEqual(problems, [], "console errors and page errors");
+});

@@ -79,6 +79,7 @@ async fn run_reset(
         return Err(ApiError::ConfirmRequired);
     }
     state.actors.writer.reset().await?;
+    super::console::after_reset(state).await;
     let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
     let clear_cache = query.referral_cache.as_deref() == Some("yes")
         || form.and_then(|f| f.referral_cache.as_deref()) == Some("yes");

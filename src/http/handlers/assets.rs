@@ -29,6 +29,7 @@ const ASSETS: &[Asset] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("vote.js", "text/javascript; charset=utf-8"),
     asset!("results.js", "text/javascript; charset=utf-8"),
+    asset!("timeline.js", "text/javascript; charset=utf-8"),
     asset!("fonts/bungee.woff2", "font/woff2"),
     asset!("fonts/sedgwick-ave-display.woff2", "font/woff2"),
     // The OFL asks that the licence travel with the fonts.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod console;
 pub mod pages;
 pub mod probes;
 pub mod vote;

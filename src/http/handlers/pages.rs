@@ -86,6 +86,7 @@ pub fn results<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
         vote_url: vote_url(None),
         referral_url: vote_url(Some(PARTNER_REFERRAL)),
         watching: state.metrics.sse_clients.get(),
+        hidden: state.actors.reveal.hidden(),
     };
     body::html(StatusCode::OK, views::results::results(&view))
 }
@@ -101,6 +102,7 @@ pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
         step,
         total: state.view.current().counts.total(),
         token_required: state.config.admin_token.is_some(),
+        hidden: state.actors.reveal.hidden(),
     };
     body::html(StatusCode::OK, views::admin::admin(&view))
 }

@@ -1,0 +1,400 @@
+//! The speaker's console (SPEC §10.3): hiding and revealing the results
+//! (`/votes` then tells only the total), the incident timeline (counted by
+//! `count_vote`, drawn by `/timeline`, served by `/timeline.json`) and the
+//! CSV exports. Admin actions use the same check as the reset
+//! (`Credentials`); a form posted by the admin page gets a page back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::actors::broadcaster::hidden_json;
+use crate::actors::referral::ReferralError;
+use crate::actors::timeline::Outcome;
+use crate::db::{self, timeline::Timeline};
+use crate::http::AppState;
+use crate::http::body::{self, Body, Encoding, Strings};
+use crate::http::error::ApiError;
+use crate::http::guard::Credentials;
+use crate::http::handlers::{pages, vote};
+use crate::views;
+
+/// How long reading the timeline may take.
+pub const TIMELINE_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET /votes`: the v1 counts, or `{"hidden":true,"total":N}` while hidden.
+pub fn votes(state: &Arc<AppState>) -> Response<Body> {
+    if state.actors.reveal.hidden() {
+        let counts = state.view.current().counts;
+        return body::with_type(StatusCode::OK, "application/json", hidden_json(&counts));
+    }
+    vote::votes(state)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VisibilityQuery {
+    visible: Option<String>,
+    /// Branding of the admin page, so its outcome page keeps it.
+    conf: Option<String>,
+}
+
+/// What the admin page's forms post (a browser cannot set `Authorization`).
+#[derive(Debug, Default, Deserialize)]
+struct AdminForm {
+    token: Option<String>,
+}
+
+impl Strings for AdminForm {
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        self.token.as_deref().into_iter()
+    }
+}
+
+/// `POST /admin/results?visible=no|yes`.
+pub async fn results_visibility(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query: VisibilityQuery = body::query(req.uri().query());
+    let credentials = Credentials::of(&req);
+    let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
+    if !from_page {
+        let (visible, message) = set_visibility(state, &credentials, None, &query).await?;
+        return Ok(body::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "success", "visible": visible, "message": message }),
+        ));
+    }
+    let form = match body::read(req).await {
+        Ok(bytes) => body::decode::<AdminForm>(Encoding::Form, &bytes),
+        Err(e) => Err(e),
+    };
+    let result = match form {
+        Ok(form) => set_visibility(state, &credentials, form.token.as_deref(), &query).await,
+        Err(e) => Err(e),
+    };
+    let page = pages::page_with(state, None, query.conf.as_deref());
+    let (status, ok, message) = match result {
+        Ok((_, message)) => (StatusCode::OK, true, message.to_owned()),
+        Err(e) => (e.status(), false, e.to_string()),
+    };
+    let view = views::admin::Done {
+        page: &page,
+        ok,
+        title: if ok { "Done" } else { "Not changed" },
+        message,
+    };
+    Ok(body::html(status, views::admin::done(&view)))
+}
+
+/// Checks the token and the query, then flips the flag on every replica.
+async fn set_visibility(
+    state: &AppState,
+    credentials: &Credentials,
+    form_token: Option<&str>,
+    query: &VisibilityQuery,
+) -> Result<(bool, &'static str), ApiError> {
+    credentials.authorize(&state.config, form_token)?;
+    let hidden = match query.visible.as_deref() {
+        Some("yes") => false,
+        Some("no") => true,
+        _ => return Err(ApiError::Malformed("Add ?visible=yes or ?visible=no")),
+    };
+    state.actors.reveal.set(hidden).await.map_err(|e| {
+        warn!(error = %e, "cannot change the results visibility");
+        ApiError::RedisUnavailable
+    })?;
+    Ok(if hidden {
+        (false, "Results hidden: the projector shows the total only.")
+    } else {
+        (true, "Results visible.")
+    })
+}
+
+/// What a session reset also clears: the timeline, and the results become
+/// visible again. The votes are gone already, so a failure here is logged
+/// rather than reported as a failed reset.
+pub async fn after_reset(state: &AppState) {
+    if let Err(e) = state.actors.timeline.reset().await {
+        warn!(error = %e, "reset could not empty the incident timeline");
+    }
+    if let Err(e) = state.actors.reveal.set(false).await {
+        warn!(error = %e, "reset could not make the results visible again");
+    }
+}
+
+/// Tells the timeline how a `POST /vote` was answered.
+pub fn count_vote<B>(state: &AppState, resp: &Response<B>) {
+    if let Some(outcome) = vote_outcome(resp) {
+        state.actors.timeline.record(outcome);
+    }
+}
+
+/// The outcome of a vote from its answer: any 4xx is `invalid`; a 5xx is
+/// told apart by its detail. A replayed vote was counted the first time, and
+/// a request with another method than `POST` was no vote.
+fn vote_outcome<B>(resp: &Response<B>) -> Option<Outcome> {
+    let status = resp.status();
+    if resp.headers().contains_key("idempotent-replayed")
+        || status == StatusCode::METHOD_NOT_ALLOWED
+    {
+        return None;
+    }
+    if status.is_success() || status.is_redirection() {
+        return Some(Outcome::Accepted);
+    }
+    if status.is_client_error() {
+        return Some(Outcome::Invalid);
+    }
+    let detail = resp
+        .extensions()
+        .get::<body::ErrorDetail>()
+        .map_or("", |d| d.0.as_str());
+    // The detail names the cache size: compare up to it.
+    let exhausted = ApiError::from(ReferralError::CacheExhausted(0)).to_string();
+    let exhausted = exhausted.split('(').next().unwrap_or_default();
+    Some(if detail.starts_with(exhausted) {
+        Outcome::ReferralCacheExhausted
+    } else if detail == ApiError::DbUnavailable.to_string() {
+        Outcome::DbUnavailable
+    } else {
+        Outcome::Overloaded
+    })
+}
+
+async fn read_timeline(state: &AppState) -> Result<Timeline, ApiError> {
+    db::within(TIMELINE_READ_TIMEOUT, async {
+        let client = state.pool.get().await?;
+        db::timeline::read(&client).await
+    })
+    .await
+    .map_err(|e| {
+        warn!(error = %e, "cannot read the timeline");
+        ApiError::DbUnavailable
+    })
+}
+
+/// One bucket of `/timeline.json`: all five outcome keys, always.
+#[derive(Serialize)]
+struct BucketJson {
+    start: String,
+    seconds: i64,
+    accepted: u64,
+    referral_cache_exhausted: u64,
+    invalid: u64,
+    db_unavailable: u64,
+    overloaded: u64,
+}
+
+#[derive(Serialize)]
+struct VersionJson<'a> {
+    version: &'a str,
+    first_seen: String,
+}
+
+#[derive(Serialize)]
+struct TimelineJson<'a> {
+    buckets: Vec<BucketJson>,
+    versions: Vec<VersionJson<'a>>,
+}
+
+fn timeline_json_value(timeline: &Timeline) -> TimelineJson<'_> {
+    let buckets = timeline
+        .buckets
+        .iter()
+        .map(|b| BucketJson {
+            start: db::timeline::rfc3339(b.start * 1000),
+            seconds: b.seconds,
+            accepted: b.get(Outcome::Accepted),
+            referral_cache_exhausted: b.get(Outcome::ReferralCacheExhausted),
+            invalid: b.get(Outcome::Invalid),
+            db_unavailable: b.get(Outcome::DbUnavailable),
+            overloaded: b.get(Outcome::Overloaded),
+        })
+        .collect();
+    let versions = timeline
+        .versions
+        .iter()
+        .map(|m| VersionJson {
+            version: &m.version,
+            first_seen: db::timeline::rfc3339(m.first_seen_ms),
+        })
+        .collect();
+    TimelineJson { buckets, versions }
+}
+
+/// `GET /timeline.json`.
+pub async fn timeline_json(state: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let timeline = read_timeline(state).await?;
+    Ok(body::json(StatusCode::OK, &timeline_json_value(&timeline)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TimelineQuery {
+    conf: Option<String>,
+    /// `chart`: only the live part, which `timeline.js` swaps in.
+    part: Option<String>,
+}
+
+/// `GET /timeline`: the projector page, or its chart alone (`?part=chart`).
+pub async fn timeline_page<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let query: TimelineQuery = body::query(req.uri().query());
+    let timeline = read_timeline(state).await?;
+    if query.part.as_deref() == Some("chart") {
+        return Ok(body::html(
+            StatusCode::OK,
+            views::timeline::chart(&timeline),
+        ));
+    }
+    let page = pages::page_with(state, None, query.conf.as_deref());
+    let view = views::timeline::TimelinePage {
+        page: &page,
+        timeline: &timeline,
+    };
+    Ok(body::html(StatusCode::OK, views::timeline::page(&view)))
+}
+
+/// `GET /admin/timeline.csv`: the buckets of `/timeline.json`.
+pub async fn timeline_csv<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    Credentials::of(req).authorize(&state.config, None)?;
+    let timeline = read_timeline(state).await?;
+    let mut csv = String::from("start,seconds");
+    for outcome in Outcome::ALL {
+        csv.push(',');
+        csv.push_str(outcome.key());
+    }
+    csv.push('\n');
+    for b in &timeline.buckets {
+        csv.push_str(&format!(
+            "{},{}",
+            db::timeline::rfc3339(b.start * 1000),
+            b.seconds
+        ));
+        for n in b.counts {
+            csv.push_str(&format!(",{n}"));
+        }
+        csv.push('\n');
+    }
+    Ok(attachment(body::full(csv), "timeline.csv"))
+}
+
+/// A CSV download.
+fn attachment(body: Body, filename: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Every vote, oldest first, as PostgreSQL writes it: RFC 3339 in UTC.
+const EXPORT_SQL: &str = "COPY (SELECT to_char(created_at AT TIME ZONE 'UTC', \
+    'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at, choice, referral_code \
+    FROM votes ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)";
+/// Longest an export may wait for PostgreSQL's next chunk before it ends.
+pub const EXPORT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GET /admin/export.csv`: streamed straight from `COPY … TO STDOUT`, chunk
+/// by chunk as the client reads, so memory stays flat however many votes.
+/// It uses a connection of its own, never one of the pool's: a slow download
+/// must not hold back votes or referral lookups.
+pub async fn export_csv<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    Credentials::of(req).authorize(&state.config, None)?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        warn!(error = %e, "export failed to start");
+        ApiError::DbUnavailable
+    };
+    let connect = tokio_postgres::connect(&state.config.database_url, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(db::CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unavailable(&"connect timed out"))?
+        .map_err(|e| unavailable(&e))?;
+    // The connection task ends when `client` (kept by the body) is dropped.
+    tokio::spawn(connection);
+    let rows = tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, client.copy_out(EXPORT_SQL))
+        .await
+        .map_err(|_| unavailable(&"COPY timed out"))?
+        .map_err(|e| unavailable(&e))?;
+    let chunks =
+        futures_util::stream::unfold((client, Box::pin(rows)), |(client, mut rows)| async move {
+            match tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, rows.next()).await {
+                Ok(Some(Ok(chunk))) => Some((chunk, (client, rows))),
+                Ok(None) => None,
+                // Headers are gone: the download ends short, and the log says why.
+                Ok(Some(Err(e))) => {
+                    warn!(error = %e, "export ended early");
+                    None
+                }
+                Err(_) => {
+                    warn!("export ended early: PostgreSQL stalled");
+                    None
+                }
+            }
+        });
+    let body = StreamBody::new(chunks.map(|b: Bytes| Ok(Frame::data(b))));
+    Ok(attachment(BodyExt::boxed_unsync(body), "votes.csv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_answers_map_to_timeline_outcomes() {
+        let of = |e: ApiError| vote_outcome(&body::error(&e));
+        assert_eq!(
+            vote_outcome(&body::json(StatusCode::OK, &"ok")),
+            Some(Outcome::Accepted)
+        );
+        assert_eq!(
+            vote_outcome(&body::see_other("/thanks")),
+            Some(Outcome::Accepted)
+        );
+        assert_eq!(of(ApiError::InvalidChoice), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::PayloadTooLarge(1)), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::UnsupportedMediaType), Some(Outcome::Invalid));
+        assert_eq!(
+            of(ReferralError::CacheExhausted(11).into()),
+            Some(Outcome::ReferralCacheExhausted)
+        );
+        assert_eq!(of(ApiError::DbUnavailable), Some(Outcome::DbUnavailable));
+        assert_eq!(of(ApiError::Overloaded), Some(Outcome::Overloaded));
+
+        let mut replay = body::json(StatusCode::OK, &"ok");
+        replay
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        assert_eq!(vote_outcome(&replay), None, "counted the first time");
+        let get = body::error(&ApiError::MethodNotAllowed("POST"));
+        assert_eq!(vote_outcome(&get), None, "GET /vote is no vote");
+    }
+}
