@@ -78,6 +78,7 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     pub write_failures: IntCounter,
+    pub vote_replays: IntCounter,
     pub redis_sync_failures: IntCounter,
     pub redis_rebuilds: IntCounter,
     pub sse_frames: IntCounter,
@@ -187,6 +188,10 @@ impl Metrics {
                 "vote_write_failures_total",
                 "Votes answered 503 because PostgreSQL stayed unreachable",
             ),
+            vote_replays: counter(
+                "vote_replays_total",
+                "Votes answered from an earlier vote with the same idempotency key",
+            ),
             redis_sync_failures: counter(
                 "redis_sync_failures_total",
                 "Batches that could not be mirrored to Redis (repaired later)",
@@ -255,6 +260,7 @@ fn status_label(status: u16) -> &'static str {
         405 => "405",
         413 => "413",
         415 => "415",
+        422 => "422",
         500 => "500",
         503 => "503",
         _ => "other",

@@ -8,10 +8,16 @@ use tracing::info;
 use super::DbError;
 
 /// (version, SQL) in the order they must run. Append, never edit.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../db/migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../db/migrations/0001_init.sql"),
+    ),
+    (
+        "0002_idempotency",
+        include_str!("../../db/migrations/0002_idempotency.sql"),
+    ),
+];
 
 /// Arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK_KEY: i64 = 0x766f_7465_2d61_7069; // "vote-api"
