@@ -483,3 +483,51 @@ test("no page requested anything from another origin, broke the CSP or threw", (
   assert.deepEqual(foreign, [], "requests that left the origin");
   assert.deepEqual(problems, [], "console errors and page errors");
 });
+
+test("a vote whose answer was lost is retried with the same Idempotency-Key and counted once", async () => {
+  const { page } = await open(SMALL_PHONE);
+  // The no-JavaScript form gets a fresh vote_id with every page.
+  await page.goto("/");
+  const firstId = await page.locator("input[name=vote_id]").getAttribute("value");
+  await page.reload();
+  const secondId = await page.locator("input[name=vote_id]").getAttribute("value");
+  assert.match(firstId, /^[0-9a-f]{32}$/);
+  assert.notEqual(firstId, secondId);
+
+  // The first attempt reaches the server and is stored, but the phone never
+  // sees the answer: the network answers 503 instead (a proxy timing out).
+  const keys = [];
+  await page.route("**/vote", async (route) => {
+    keys.push(route.request().headers()["idempotency-key"]);
+    const response = await route.fetch();
+    if (keys.length === 1) {
+      await route.fulfill({ status: 503, contentType: "application/json", body: '{"detail":"Gateway timed out"}' });
+    } else {
+      await route.fulfill({ response });
+    }
+  });
+  const before = await total();
+  await page.getByRole("button", { name: LABELS.print }).tap();
+  await page.getByRole("alertdialog").waitFor({ timeout: 5000 });
+  assert.equal(await total(), before + 1, "the lost attempt was stored");
+
+  const retried = page.waitForResponse((r) => r.url().endsWith("/vote"));
+  await page.getByRole("button", { name: "Try again" }).tap();
+  const answer = await retried;
+  assert.equal(answer.status(), 200);
+  assert.equal(answer.headers()["idempotent-replayed"], "true");
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: 5000 });
+  assert.equal(keys.length, 2);
+  assert.match(keys[0], /^[0-9a-f]{32}$/);
+  assert.equal(keys[1], keys[0], "Try again reuses the key");
+  assert.equal(await total(), before + 1, "counted once");
+
+  // The next vote the person casts is a new vote with a new key.
+  await page.getByRole("button", { name: "Vote again" }).tap();
+  await page.getByRole("button", { name: LABELS.stare }).tap();
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: 5000 });
+  assert.equal(keys.length, 3);
+  assert.notEqual(keys[2], keys[0]);
+  assert.equal(await total(), before + 2);
+  assert.deepEqual(problems, [], "console errors and page errors");
+});
