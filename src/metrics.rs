@@ -79,6 +79,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub write_failures: IntCounter,
     pub vote_replays: IntCounter,
+    pub batches_fenced: IntCounter,
     pub redis_sync_failures: IntCounter,
     pub redis_rebuilds: IntCounter,
     pub sse_frames: IntCounter,
@@ -191,6 +192,10 @@ impl Metrics {
             vote_replays: counter(
                 "vote_replays_total",
                 "Votes answered from an earlier vote with the same idempotency key",
+            ),
+            batches_fenced: counter(
+                "vote_batches_fenced_total",
+                "Batches whose commit outcome was unknown, settled by claiming their id",
             ),
             redis_sync_failures: counter(
                 "redis_sync_failures_total",

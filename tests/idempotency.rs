@@ -15,6 +15,10 @@ use common::*;
 use http_body_util::Full;
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const REPLAYED: &str = "idempotent-replayed";
@@ -400,4 +404,117 @@ async fn a_stall_of_two_and_a_half_seconds_stores_each_acknowledged_key_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stall_of_six_seconds_stores_each_acknowledged_key_once() {
     stall_with_retrying_phones(Duration::from_secs(6)).await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can hold everything in transit
+/// (a congested or partitioned network) and deliver it late.
+struct HoldingProxy {
+    addr: std::net::SocketAddr,
+    held: watch::Sender<bool>,
+}
+
+impl HoldingProxy {
+    async fn start(target: String) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (held, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(Self::pipe(in_read, out_write, watching.clone()));
+                tokio::spawn(Self::pipe(out_read, in_write, watching.clone()));
+            }
+        });
+        HoldingProxy { addr, held }
+    }
+
+    async fn pipe(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        mut held: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if held.wait_for(|held| !*held).await.is_err() || to.write_all(&buf[..n]).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+}
+
+/// Backends of `database` (other than this session) still running a statement.
+async fn busy_backends(admin: &tokio_postgres::Client, database: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_whose_answer_was_lost_is_settled_before_the_vote_is_answered() {
+    let stack = Stack::fresh().await;
+    let (server, database) = stack
+        .database_url
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .expect("postgresql://user@host:port/db");
+    let proxy = HoldingProxy::start(server.to_owned()).await;
+    let mut config = stack.config();
+    config.database_url = stack.database_url.replace(server, &proxy.addr.to_string());
+    let app = Arc::new(TestApp::start_on(&stack, config).await);
+    assert_eq!(
+        keyed_vote(&app, "ai", "warm-up").await.status,
+        StatusCode::OK
+    );
+
+    // The INSERT, the cancel request and the answer all stall in the network:
+    // the writer cannot know whether the batch committed.
+    proxy.held.send_replace(true);
+    let voting = {
+        let app = app.clone();
+        tokio::spawn(async move { keyed_vote(&app, "print", "answer-lost").await })
+    };
+    assert!(
+        eventually(WAIT, || async {
+            app.metric("vote_batches_fenced_total").await >= 1.0
+        })
+        .await,
+        "the writer settles the batch instead of answering 503 blindly"
+    );
+    // The network recovers: the held INSERT reaches PostgreSQL late, racing
+    // the writer's fence. Whichever wins, the answer must match the rows.
+    proxy.held.send_replace(false);
+    let answer = voting.await.expect("vote task");
+    let admin = pg_connect(&stack.database_url).await;
+    assert!(
+        eventually(WAIT, || async {
+            busy_backends(&admin, database).await == 0
+        })
+        .await,
+        "every delayed statement has finished"
+    );
+    let (keys, rows) = stored_keys(&stack.database_url).await;
+    match answer.status {
+        StatusCode::OK => assert!(keys.contains("answer-lost"), "acknowledged, so stored"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            assert!(
+                !keys.contains("answer-lost"),
+                "answered 503, so never stored"
+            )
+        }
+        other => panic!("unexpected answer {other}: {}", answer.text()),
+    }
+    assert_eq!(rows as usize, keys.len());
+    Arc::into_inner(app).expect("no other owner").stop().await;
 }

@@ -335,6 +335,7 @@ impl PersistenceWriter {
             Ok(inserted) => inserted,
             Err(e) if !in_doubt.load(Ordering::Relaxed) => return Err(e),
             Err(e) => {
+                self.metrics.batches_fenced.inc();
                 let fenced = retry("batch fence", settle_by, |deadline| async move {
                     let client = db::votes::client(&self.pool, deadline).await?;
                     db::votes::fence_batch(&client, batch_id, deadline).await
