@@ -295,12 +295,12 @@ impl PersistenceWriter {
         // Wait for the tally so that a caller who reads /votes after
         // its 200 sees its own vote.
         self.tally.apply(delta).await;
+        for (pending, outcome) in votes.drain(..).zip(outcomes) {
+            let _ = pending.reply.send(outcome);
+        }
         if matches!(owners, KeyOwners::Unknown) {
             // Some keyed votes of this batch may be stored but are not counted.
             self.recount(Recount { force: true }).await;
-        }
-        for (pending, outcome) in votes.drain(..).zip(outcomes) {
-            let _ = pending.reply.send(outcome);
         }
     }
 
