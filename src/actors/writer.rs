@@ -34,16 +34,17 @@ pub const WRITER_QUEUE: usize = 16_384;
 /// How long a caller waits for room in the mailbox.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A vote that waited longer in the mailbox (PostgreSQL stalled meanwhile)
-/// is answered 503 unstored rather than committed after its caller gave up.
-pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// is answered 503 unstored, which bounds how long a caller can wait.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Most votes in one INSERT.
 pub const MAX_BATCH: usize = 4096;
 /// How long one INSERT (or check) may take before it is cancelled.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a batch keeps retrying a lost PostgreSQL before answering 503.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(3);
-/// Everything one batch may take: retries, then settling an uncertain outcome.
-pub const COMMIT_BUDGET: Duration = Duration::from_secs(7);
+/// Everything one batch may take: retries (the last one starting within
+/// `RETRY_BUDGET`), then settling an uncertain outcome.
+pub const COMMIT_BUDGET: Duration = Duration::from_secs(9);
 /// Safety net for a caller waiting on its answer (the writer answers well before).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Recount requests waiting; a full queue means one is pending already.
@@ -127,17 +128,18 @@ impl WriterHandle {
     /// Stores one vote; returns once the writer knows it is committed.
     pub async fn record(&self, vote: NewVote) -> Result<Recorded, WriteError> {
         let enqueued = Instant::now();
-        self.ask(|reply| WriterMsg::Vote {
+        let msg = |reply| WriterMsg::Vote {
             vote,
             enqueued,
             reply,
-        })
-        .await
+        };
+        self.ask(VOTE_REPLY_TIMEOUT, msg).await
     }
 
     /// Deletes every vote and resets the live counts.
     pub async fn reset(&self) -> Result<(), WriteError> {
-        self.ask(|reply| WriterMsg::Reset { reply }).await
+        self.ask(REPLY_TIMEOUT, |reply| WriterMsg::Reset { reply })
+            .await
     }
 
     /// Messages waiting in the mailbox.
@@ -145,29 +147,34 @@ impl WriterHandle {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    async fn ask<T>(&self, msg: impl FnOnce(Reply<T>) -> WriterMsg) -> Result<T, WriteError> {
+    async fn ask<T>(
+        &self,
+        limit: Duration,
+        msg: impl FnOnce(Reply<T>) -> WriterMsg,
+    ) -> Result<T, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send_timeout(msg(reply), ENQUEUE_TIMEOUT)
             .await
             .map_err(|_| WriteError::Overloaded)?;
-        match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+        match tokio::time::timeout(limit, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(WriteError::Unavailable),
             Err(_) => {
-                error!("vote writer did not answer within {REPLY_TIMEOUT:?}");
+                error!("vote writer did not answer within {limit:?}");
                 Err(WriteError::Unavailable)
             }
         }
     }
 }
 
-// The writer answers before the caller's safety net fires: a caller told 503
-// by `REPLY_TIMEOUT` could otherwise be one whose vote commits after all.
-const _: () = assert!(
-    QUEUE_WAIT.as_millis() + COMMIT_BUDGET.as_millis() + super::tally::APPLY_TIMEOUT.as_millis()
-        < REPLY_TIMEOUT.as_millis()
-);
+/// Safety net for a vote's caller, past the writer's own bound (mailbox,
+/// batch, tally): the writer always answers first, so a caller is never told
+/// 503 here about a vote that could still commit.
+const VOTE_REPLY_TIMEOUT: Duration = QUEUE_WAIT
+    .saturating_add(COMMIT_BUDGET)
+    .saturating_add(super::tally::APPLY_TIMEOUT)
+    .saturating_add(Duration::from_secs(1));
 
 struct PendingVote {
     vote: NewVote,
@@ -321,6 +328,7 @@ impl PersistenceWriter {
         let inserted = retry(
             "vote batch",
             started + RETRY_BUDGET,
+            started + RETRY_BUDGET + ATTEMPT_TIMEOUT,
             |deadline| async move {
                 let client = db::votes::client(&self.pool, deadline).await?;
                 let inserted = db::votes::insert_batch(&client, batch_id, rows, deadline).await;
@@ -336,7 +344,7 @@ impl PersistenceWriter {
             Err(e) if !in_doubt.load(Ordering::Relaxed) => return Err(e),
             Err(e) => {
                 self.metrics.batches_fenced.inc();
-                let fenced = retry("batch fence", settle_by, |deadline| async move {
+                let fenced = retry("batch fence", settle_by, settle_by, |deadline| async move {
                     let client = db::votes::client(&self.pool, deadline).await?;
                     db::votes::fence_batch(&client, batch_id, deadline).await
                 })
@@ -354,7 +362,7 @@ impl PersistenceWriter {
         if rows.keys.is_empty() || inserted == all_new {
             return Ok(KeyOwners::AllNew);
         }
-        let found = retry("key lookup", settle_by, |deadline| async move {
+        let found = retry("key lookup", settle_by, settle_by, |deadline| async move {
             let client = db::votes::client(&self.pool, deadline).await?;
             db::votes::keyed_votes(&client, &rows.keys, deadline).await
         })
@@ -402,18 +410,23 @@ impl PersistenceWriter {
 }
 
 /// Runs `attempt` with backoff until it succeeds or no retry can start
-/// before `until`. Each attempt gets `ATTEMPT_TIMEOUT`, cut at `until`.
-async fn retry<T, F, Fut>(what: &str, until: Instant, mut attempt: F) -> Result<T, DbError>
+/// before `start_by`. Each attempt gets `ATTEMPT_TIMEOUT`, cut at `end_by`.
+async fn retry<T, F, Fut>(
+    what: &str,
+    start_by: Instant,
+    end_by: Instant,
+    mut attempt: F,
+) -> Result<T, DbError>
 where
     F: FnMut(Instant) -> Fut,
     Fut: Future<Output = Result<T, DbError>>,
 {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let deadline = (Instant::now() + ATTEMPT_TIMEOUT).min(until);
+        let deadline = (Instant::now() + ATTEMPT_TIMEOUT).min(end_by);
         match attempt(deadline).await {
             Ok(value) => return Ok(value),
-            Err(e) if Instant::now() + backoff < until => {
+            Err(e) if Instant::now() + backoff < start_by => {
                 warn!(error = %e, ?backoff, "{what} failed, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
