@@ -2,7 +2,9 @@
 // send the vote as JSON, show a loading state, then either the confirmation
 // or a dialog that says what went wrong, with a retry button.
 // ?referral= and ?conf= come from the form's hidden fields, so every step
-// keeps them.
+// keeps them. Each vote the person casts gets one Idempotency-Key, reused by
+// every retry of it ("Try again", the same choice tapped again after a failure
+// or a timeout), so a vote whose answer was lost is still counted once.
 (() => {
   "use strict";
   const form = document.getElementById("vote-form");
@@ -22,6 +24,8 @@
   const TIMEOUT_MS = 10000;
   let sending = false;
   let lastButton = null;
+  // The vote not yet answered for good: { choice, key }.
+  let pending = null;
 
   form.addEventListener("submit", (event) => {
     const button = event.submitter;
@@ -52,8 +56,20 @@
     button.classList.toggle("is-sending", on);
   }
 
+  // crypto.randomUUID needs a secure context; a phone on http://192.168.x.y does not have one.
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function keyFor(choice) {
+    if (!pending || pending.choice !== choice) pending = { choice, key: newKey() };
+    return pending.key;
+  }
+
   async function send(button) {
     lastButton = button;
+    const key = keyFor(button.value);
     const label = button.querySelector(".choice__label").textContent;
     const referral = form.elements.referral ? form.elements.referral.value : "";
     const body = { choice: button.value };
@@ -66,7 +82,7 @@
     try {
       resp = await fetch("/vote", {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": key },
         body: JSON.stringify(body),
         signal: abort.signal,
         credentials: "same-origin",
@@ -85,6 +101,8 @@
     let answer = {};
     try { answer = await resp.json(); } catch (err) { /* a proxy's HTML error page: use the status */ }
     busy(button, false);
+    // A 2xx or 4xx settles this vote; after a 5xx it may have landed, so its retry keeps the key.
+    if (resp.status < 500) pending = null;
     if (resp.ok) {
       confirmChoice.textContent = label;
       form.hidden = true;

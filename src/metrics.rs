@@ -89,6 +89,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     pub write_failures: IntCounter,
+    pub vote_replays: IntCounter,
+    pub batches_fenced: IntCounter,
     pub redis_sync_failures: IntCounter,
     pub redis_rebuilds: IntCounter,
     pub sse_frames: IntCounter,
@@ -217,6 +219,14 @@ impl Metrics {
                 "vote_write_failures_total",
                 "Votes answered 503 because PostgreSQL stayed unreachable",
             ),
+            vote_replays: counter(
+                "vote_replays_total",
+                "Votes answered from an earlier vote with the same idempotency key",
+            ),
+            batches_fenced: counter(
+                "vote_batches_fenced_total",
+                "Batches whose commit outcome was unknown, settled by claiming their id",
+            ),
             redis_sync_failures: counter(
                 "redis_sync_failures_total",
                 "Batches that could not be mirrored to Redis (repaired later)",
@@ -287,6 +297,7 @@ fn status_label(status: u16) -> &'static str {
         405 => "405",
         413 => "413",
         415 => "415",
+        422 => "422",
         500 => "500",
         503 => "503",
         _ => "other",

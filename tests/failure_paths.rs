@@ -187,12 +187,10 @@ async fn a_hung_postgres_gets_503_within_the_bound_and_loses_no_acknowledged_vot
     assert_eq!(rows["ai"], 1, "{rows}");
 }
 
-// SPEC §10.2: "a vote answered 503 must not be stored later". Today the
-// INSERT the frozen server was running commits when it wakes up, so the
-// two votes answered 503 are stored. The writer's exactly-once retries are
-// being built apart from this change; run with --ignored to see it.
+// "A vote answered 503 must not be stored later": the INSERT the frozen
+// server was running must not commit when it wakes up (the writer cancels
+// it, or fences its batch id before answering).
 #[tokio::test]
-#[ignore = "fails until the writer's exactly-once retries land (SPEC §10.2)"]
 async fn a_hung_postgres_stores_no_vote_it_answered_503() {
     let rows = hung_postgres_round().await;
     assert_eq!(

@@ -3,14 +3,24 @@
 //! INSERT, and each caller is answered only after its batch committed. It
 //! also serialises resets and recounts with the commits, so VoteTally sees
 //! batches, recounts and resets in exactly the order PostgreSQL applied them.
+//! Exactly once (SPEC §10.2): a batch's id and its votes' idempotency keys
+//! are unique in PostgreSQL, so a retry, a repeat or another replica
+//! conflicts instead of storing twice, and no caller is answered before the
+//! writer knows whether its vote is stored.
 
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::tally::TallyHandle;
@@ -23,12 +33,18 @@ use crate::poll::{Choice, Counts};
 pub const WRITER_QUEUE: usize = 16_384;
 /// How long a caller waits for room in the mailbox.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A vote that waited longer in the mailbox (PostgreSQL stalled meanwhile)
+/// is answered 503 unstored, which bounds how long a caller can wait.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Most votes in one INSERT.
 pub const MAX_BATCH: usize = 4096;
-/// How long one INSERT (or check) may take before it counts as failed.
+/// How long one INSERT (or check) may take before it is cancelled.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a batch keeps retrying a lost PostgreSQL before answering 503.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(3);
+/// Everything one batch may take: retries (the last one starting within
+/// `RETRY_BUDGET`), then settling an uncertain outcome.
+pub const COMMIT_BUDGET: Duration = Duration::from_secs(9);
 /// Safety net for a caller waiting on its answer (the writer answers well before).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Recount requests waiting; a full queue means one is pending already.
@@ -41,18 +57,39 @@ pub enum WriteError {
     Unavailable,
     #[error("vote writer overloaded")]
     Overloaded,
+    #[error("idempotency key already used for another vote")]
+    KeyReused,
 }
 
-type Reply = oneshot::Sender<Result<(), WriteError>>;
+/// How an accepted vote was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Committed now, and counted.
+    Stored,
+    /// A vote with the same idempotency key and choice was stored before;
+    /// nothing was counted again.
+    Replayed,
+}
+
+/// One vote for the writer.
+#[derive(Debug, Clone)]
+pub struct NewVote {
+    pub choice: Choice,
+    pub referral: Option<String>,
+    /// The client's idempotency key, already validated.
+    pub key: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum WriterMsg {
     Vote {
-        choice: Choice,
-        referral: Option<String>,
-        reply: Reply,
+        vote: NewVote,
+        enqueued: Instant,
+        reply: Reply<Recorded>,
     },
     Reset {
-        reply: Reply,
+        reply: Reply<()>,
     },
 }
 
@@ -88,19 +125,21 @@ impl WriterHandle {
         (WriterHandle { tx }, tokio::spawn(actor.run()))
     }
 
-    /// Stores one vote; returns once it is committed.
-    pub async fn record(&self, choice: Choice, referral: Option<String>) -> Result<(), WriteError> {
-        self.ask(|reply| WriterMsg::Vote {
-            choice,
-            referral,
+    /// Stores one vote; returns once the writer knows it is committed.
+    pub async fn record(&self, vote: NewVote) -> Result<Recorded, WriteError> {
+        let enqueued = Instant::now();
+        let msg = |reply| WriterMsg::Vote {
+            vote,
+            enqueued,
             reply,
-        })
-        .await
+        };
+        self.ask(VOTE_REPLY_TIMEOUT, msg).await
     }
 
     /// Deletes every vote and resets the live counts.
     pub async fn reset(&self) -> Result<(), WriteError> {
-        self.ask(|reply| WriterMsg::Reset { reply }).await
+        self.ask(REPLY_TIMEOUT, |reply| WriterMsg::Reset { reply })
+            .await
     }
 
     /// Messages waiting in the mailbox.
@@ -108,27 +147,49 @@ impl WriterHandle {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    async fn ask(&self, msg: impl FnOnce(Reply) -> WriterMsg) -> Result<(), WriteError> {
+    async fn ask<T>(
+        &self,
+        limit: Duration,
+        msg: impl FnOnce(Reply<T>) -> WriterMsg,
+    ) -> Result<T, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send_timeout(msg(reply), ENQUEUE_TIMEOUT)
             .await
             .map_err(|_| WriteError::Overloaded)?;
-        match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+        match tokio::time::timeout(limit, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(WriteError::Unavailable),
             Err(_) => {
-                error!("vote writer did not answer within {REPLY_TIMEOUT:?}");
+                error!("vote writer did not answer within {limit:?}");
                 Err(WriteError::Unavailable)
             }
         }
     }
 }
 
+/// Safety net for a vote's caller, past the writer's own bound (mailbox,
+/// batch, tally): the writer always answers first, so a caller is never told
+/// 503 here about a vote that could still commit.
+const VOTE_REPLY_TIMEOUT: Duration = QUEUE_WAIT
+    .saturating_add(COMMIT_BUDGET)
+    .saturating_add(super::tally::APPLY_TIMEOUT)
+    .saturating_add(Duration::from_secs(1));
+
 struct PendingVote {
-    choice: Choice,
-    referral: Option<String>,
-    reply: Reply,
+    vote: NewVote,
+    reply: Reply<Recorded>,
+}
+
+/// Who holds each idempotency key of a committed batch.
+enum KeyOwners {
+    /// Every key was new: this batch stored each key's first vote.
+    AllNew,
+    /// The stored vote of each key; a missing key was deleted by a reset since.
+    Found(HashMap<String, db::votes::KeyedVote>),
+    /// Could not be read: the keyed votes are answered 503 and their clients
+    /// retry with the same keys, which settles them.
+    Unknown,
 }
 
 struct PersistenceWriter {
@@ -154,8 +215,8 @@ impl PersistenceWriter {
                     }
                     for msg in inbox.drain(..) {
                         match msg {
-                            WriterMsg::Vote { choice, referral, reply } => {
-                                votes.push(PendingVote { choice, referral, reply });
+                            WriterMsg::Vote { vote, enqueued, reply } => {
+                                self.admit(&mut votes, PendingVote { vote, reply }, enqueued);
                             }
                             WriterMsg::Reset { reply } => {
                                 // Votes queued before the reset are committed first, then deleted.
@@ -171,6 +232,20 @@ impl PersistenceWriter {
         }
     }
 
+    /// Takes a vote into the next batch, unless its caller has gone or has
+    /// waited so long that it could give up before the batch is settled.
+    fn admit(&self, votes: &mut Vec<PendingVote>, pending: PendingVote, enqueued: Instant) {
+        if pending.reply.is_closed() {
+            return;
+        }
+        if enqueued.elapsed() > QUEUE_WAIT {
+            self.metrics.write_failures.inc();
+            let _ = pending.reply.send(Err(WriteError::Unavailable));
+            return;
+        }
+        votes.push(pending);
+    }
+
     /// Commits `votes` as one INSERT, tells the tally, then answers every caller.
     async fn commit(&mut self, votes: &mut Vec<PendingVote>) {
         if votes.is_empty() {
@@ -179,34 +254,15 @@ impl PersistenceWriter {
         let batch_id = self.next_batch_id;
         self.next_batch_id = self.next_batch_id.wrapping_add(1);
         let started = Instant::now();
-        let result = self.insert_with_retry(batch_id, votes).await;
+        let (rows, leaders) = batch_rows(votes);
+        let result = self.store(batch_id, &rows).await;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(votes.len() as f64);
 
         match result {
-            Ok(()) => {
-                let mut delta = Counts::default();
-                for vote in votes.iter() {
-                    delta.add(vote.choice, 1);
-                }
-                for choice in Choice::ALL {
-                    let n = delta.get(choice);
-                    if n > 0 {
-                        self.metrics
-                            .votes
-                            .with_label_values(&[choice.key()])
-                            .inc_by(n);
-                    }
-                }
-                // Wait for the tally so that a caller who reads /votes after
-                // its 200 sees its own vote.
-                self.tally.apply(delta).await;
-                for vote in votes.drain(..) {
-                    let _ = vote.reply.send(Ok(()));
-                }
-            }
+            Ok(owners) => self.answer(votes, &leaders, &owners, batch_id).await,
             Err(e) => {
                 error!(error = %e, votes = votes.len(), "batch not committed, answering 503");
                 self.metrics.write_failures.inc_by(votes.len() as u64);
@@ -217,42 +273,115 @@ impl PersistenceWriter {
         }
     }
 
-    /// Retries a lost connection for `RETRY_BUDGET`. Before re-sending a batch
-    /// that may have reached the server, it checks whether the batch landed,
-    /// so a vote is never stored twice.
-    async fn insert_with_retry(&self, batch_id: i64, votes: &[PendingVote]) -> Result<(), DbError> {
-        let choices: Vec<&str> = votes.iter().map(|v| v.choice.key()).collect();
-        let referrals: Vec<Option<&str>> = votes.iter().map(|v| v.referral.as_deref()).collect();
-        let deadline = Instant::now() + RETRY_BUDGET;
-        let mut backoff = Duration::from_millis(50);
-        let mut maybe_sent = false;
-        loop {
-            let attempt = db::within(ATTEMPT_TIMEOUT, async {
-                let client = self.pool.get().await?;
-                if maybe_sent && db::votes::batch_committed(&client, batch_id).await? {
-                    return Ok(());
-                }
-                maybe_sent = true;
-                db::votes::insert_batch(&client, batch_id, &choices, &referrals).await
-            })
-            .await;
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() + backoff < deadline => {
-                    warn!(error = %e, ?backoff, "vote batch failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
+    /// Answers every vote of a committed batch; counts only the stored ones.
+    async fn answer(
+        &mut self,
+        votes: &mut Vec<PendingVote>,
+        leaders: &[bool],
+        owners: &KeyOwners,
+        batch_id: i64,
+    ) {
+        let outcomes = outcomes(votes, leaders, owners, batch_id);
+        let mut delta = Counts::default();
+        for (pending, outcome) in votes.iter().zip(&outcomes) {
+            match outcome {
+                Ok(Recorded::Stored) => delta.add(pending.vote.choice, 1),
+                Ok(Recorded::Replayed) => self.metrics.vote_replays.inc(),
+                Err(_) => {}
             }
+        }
+        for choice in Choice::ALL {
+            let n = delta.get(choice);
+            if n > 0 {
+                self.metrics
+                    .votes
+                    .with_label_values(&[choice.key()])
+                    .inc_by(n);
+            }
+        }
+        // Wait for the tally so that a caller who reads /votes after
+        // its 200 sees its own vote.
+        self.tally.apply(delta).await;
+        for (pending, outcome) in votes.drain(..).zip(outcomes) {
+            let _ = pending.reply.send(outcome);
+        }
+        if matches!(owners, KeyOwners::Unknown) {
+            // Some keyed votes of this batch may be stored but are not counted.
+            self.recount(Recount { force: true }).await;
         }
     }
 
-    async fn reset(&mut self) -> Result<(), WriteError> {
-        let result = db::within(ATTEMPT_TIMEOUT, async {
-            let client = self.pool.get().await?;
-            db::votes::delete_all(&client).await
+    /// Stores a batch exactly once and finds out who holds its keys. Retries
+    /// a lost PostgreSQL for `RETRY_BUDGET`; a retry conflicts with, or waits
+    /// for, an earlier attempt of the same batch. When an attempt's outcome
+    /// stayed unknown, the batch is fenced before it is answered as failed,
+    /// so it cannot commit later.
+    async fn store(
+        &self,
+        batch_id: i64,
+        rows: &db::votes::BatchRows<'_>,
+    ) -> Result<KeyOwners, DbError> {
+        let started = Instant::now();
+        let settle_by = started + COMMIT_BUDGET - db::votes::CANCEL_GRACE;
+        // Set by any attempt that may have reached the server and committed.
+        let in_doubt = &AtomicBool::new(false);
+        let inserted = retry(
+            "vote batch",
+            started + RETRY_BUDGET,
+            started + RETRY_BUDGET + ATTEMPT_TIMEOUT,
+            |deadline| async move {
+                let client = db::votes::client(&self.pool, deadline).await?;
+                let inserted = db::votes::insert_batch(client, batch_id, rows, deadline).await;
+                if inserted.as_ref().is_err_and(db::votes::may_have_committed) {
+                    in_doubt.store(true, Ordering::Relaxed);
+                }
+                inserted
+            },
+        )
+        .await;
+        let inserted = match inserted {
+            Ok(inserted) => inserted,
+            Err(e) if !in_doubt.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => {
+                self.metrics.batches_fenced.inc();
+                let fenced = retry("batch fence", settle_by, settle_by, |deadline| async move {
+                    let client = db::votes::client(&self.pool, deadline).await?;
+                    db::votes::fence_batch(&client, batch_id, deadline).await
+                })
+                .await
+                .inspect_err(|_| error!(batch_id, "batch outcome unknown: it may be stored"))?;
+                if fenced {
+                    return Err(e);
+                }
+                db::votes::Inserted::Before
+            }
+        };
+        let all_new = db::votes::Inserted::Now {
+            keyed: rows.keys.len() as u64,
+        };
+        if rows.keys.is_empty() || inserted == all_new {
+            return Ok(KeyOwners::AllNew);
+        }
+        let found = retry("key lookup", settle_by, settle_by, |deadline| async move {
+            let client = db::votes::client(&self.pool, deadline).await?;
+            db::votes::keyed_votes(&client, &rows.keys, deadline).await
         })
+        .await;
+        Ok(match found {
+            Ok(found) => KeyOwners::Found(found.into_iter().collect()),
+            Err(e) => {
+                error!(error = %e, "committed batch: could not read its idempotency keys");
+                KeyOwners::Unknown
+            }
+        })
+    }
+
+    async fn reset(&mut self) -> Result<(), WriteError> {
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        let result = async {
+            let client = db::votes::client(&self.pool, deadline).await?;
+            db::votes::delete_all(&client, deadline).await
+        }
         .await;
         match result {
             Ok(()) => {
@@ -280,13 +409,219 @@ impl PersistenceWriter {
     }
 }
 
-/// A starting batch id unlikely to collide with another replica's: batch ids
-/// only have to be unique among batches whose commit outcome was uncertain.
+/// Runs `attempt` with backoff until it succeeds or no retry can start
+/// before `start_by`. Each attempt gets `ATTEMPT_TIMEOUT`, cut at `end_by`.
+async fn retry<T, F, Fut>(
+    what: &str,
+    start_by: Instant,
+    end_by: Instant,
+    mut attempt: F,
+) -> Result<T, DbError>
+where
+    F: FnMut(Instant) -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let deadline = (Instant::now() + ATTEMPT_TIMEOUT).min(end_by);
+        match attempt(deadline).await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() + backoff < start_by => {
+                warn!(error = %e, ?backoff, "{what} failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Each vote's answer once its batch committed. An unkeyed vote was stored;
+/// a keyed one was stored if it led its key in this batch and the key's
+/// stored vote is this batch's, replayed if the stored vote has its choice,
+/// and refused if it has another.
+fn outcomes(
+    votes: &[PendingVote],
+    leaders: &[bool],
+    owners: &KeyOwners,
+    batch_id: i64,
+) -> Vec<Result<Recorded, WriteError>> {
+    // The stored choice of each key and whether this batch stored it.
+    let mut held: HashMap<&str, Option<(Choice, bool)>> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(votes.len());
+    for (pending, &leader) in votes.iter().zip(leaders) {
+        let choice = pending.vote.choice;
+        let Some(key) = pending.vote.key.as_deref() else {
+            outcomes.push(Ok(Recorded::Stored));
+            continue;
+        };
+        let owner = if leader {
+            let owner = match owners {
+                KeyOwners::AllNew => Some((choice, true)),
+                KeyOwners::Found(found) => found
+                    .get(key)
+                    .map(|v| (v.choice, v.batch_id == Some(batch_id))),
+                KeyOwners::Unknown => None,
+            };
+            held.insert(key, owner);
+            owner
+        } else {
+            held.get(key).copied().flatten()
+        };
+        outcomes.push(match owner {
+            None => Err(WriteError::Unavailable),
+            Some((stored, _)) if stored != choice => Err(WriteError::KeyReused),
+            Some((_, ours)) if ours && leader => Ok(Recorded::Stored),
+            Some(_) => Ok(Recorded::Replayed),
+        });
+    }
+    outcomes
+}
+
+/// The batch as columns: unkeyed votes, and the first vote of each key
+/// (a "leader"; `true` in the returned flags). Later votes with a key
+/// already in the batch are answered from their leader's outcome.
+fn batch_rows(votes: &[PendingVote]) -> (db::votes::BatchRows<'_>, Vec<bool>) {
+    let mut rows = db::votes::BatchRows::default();
+    let mut leaders = Vec::with_capacity(votes.len());
+    let mut seen = HashSet::new();
+    let mut keyed = Vec::new();
+    for pending in votes {
+        let vote = &pending.vote;
+        let leader = match vote.key.as_deref() {
+            None => {
+                rows.choices.push(vote.choice.key());
+                rows.referrals.push(vote.referral.as_deref());
+                true
+            }
+            Some(key) => {
+                let first = seen.insert(key);
+                if first {
+                    keyed.push((key, vote));
+                }
+                first
+            }
+        };
+        leaders.push(leader);
+    }
+    keyed.sort_unstable_by_key(|(key, _)| *key);
+    for (key, vote) in keyed {
+        rows.keys.push(key);
+        rows.keyed_choices.push(vote.choice.key());
+        rows.keyed_referrals.push(vote.referral.as_deref());
+    }
+    (rows, leaders)
+}
+
+/// A random starting batch id, so replicas started together (every container
+/// is PID 1) do not share ids. `RandomState` is seeded from the OS's
+/// randomness; hashing the clock only spreads it.
 fn batch_id_base() -> i64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mixed = nanos ^ (u64::from(std::process::id()) << 40);
-    (mixed >> 1) as i64
+    let seed = RandomState::new().hash_one(std::time::SystemTime::now());
+    // Non-negative, with room to count up without wrapping.
+    (seed >> 2) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(choice: Choice, key: Option<&str>) -> PendingVote {
+        PendingVote {
+            vote: NewVote {
+                choice,
+                referral: None,
+                key: key.map(str::to_owned),
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_sends_each_key_once_in_key_order() {
+        let votes = [
+            pending(Choice::Ai, Some("b")),
+            pending(Choice::Print, None),
+            pending(Choice::Stare, Some("a")),
+            pending(Choice::Ai, Some("b")),
+            pending(Choice::Revert, Some("b")),
+            pending(Choice::Print, None),
+        ];
+        let (rows, leaders) = batch_rows(&votes);
+        assert_eq!(rows.choices, ["print", "print"]);
+        assert_eq!(
+            rows.keys,
+            ["a", "b"],
+            "sorted: replicas lock keys in one order"
+        );
+        assert_eq!(
+            rows.keyed_choices,
+            ["stare", "ai"],
+            "the first vote of a key leads"
+        );
+        assert_eq!(leaders, [true, true, true, false, false, true]);
+    }
+
+    #[test]
+    fn outcomes_follow_the_stored_vote_of_each_key() {
+        let votes = [
+            pending(Choice::Ai, None),
+            pending(Choice::Ai, Some("new")),
+            pending(Choice::Ai, Some("new")),
+            pending(Choice::Stare, Some("new")),
+            pending(Choice::Print, Some("old")),
+            pending(Choice::Revert, Some("old")),
+            pending(Choice::Print, Some("reset")),
+        ];
+        let (_, leaders) = batch_rows(&votes);
+        let found = KeyOwners::Found(HashMap::from([
+            (
+                "new".to_owned(),
+                db::votes::KeyedVote {
+                    choice: Choice::Ai,
+                    batch_id: Some(7),
+                },
+            ),
+            (
+                "old".to_owned(),
+                db::votes::KeyedVote {
+                    choice: Choice::Print,
+                    batch_id: Some(3),
+                },
+            ),
+        ]));
+        let answers: Vec<String> = outcomes(&votes, &leaders, &found, 7)
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                "Ok(Stored)",
+                "Ok(Stored)",
+                "Ok(Replayed)",
+                "Err(KeyReused)",
+                "Ok(Replayed)",
+                "Err(KeyReused)",
+                "Err(Unavailable)",
+            ]
+        );
+        let unknown = outcomes(&votes, &leaders, &KeyOwners::Unknown, 7);
+        assert!(
+            matches!(unknown[0], Ok(Recorded::Stored)),
+            "unkeyed votes are stored"
+        );
+        assert!(
+            unknown[1..]
+                .iter()
+                .all(|o| matches!(o, Err(WriteError::Unavailable)))
+        );
+    }
+
+    #[test]
+    fn batch_ids_start_at_random_non_negative_values() {
+        let (a, b) = (batch_id_base(), batch_id_base());
+        assert_ne!(a, b);
+        assert!(a >= 0 && b >= 0);
+    }
 }

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_timeline",
         include_str!("../../db/migrations/0002_timeline.sql"),
     ),
+    (
+        "0003_idempotency",
+        include_str!("../../db/migrations/0003_idempotency.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming our advisory lock.

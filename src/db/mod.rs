@@ -27,6 +27,10 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("PostgreSQL did not answer within {0:?}")]
     Timeout(Duration),
+    /// A transaction given up before its COMMIT was sent: its connection was
+    /// closed, so the server rolls it back whenever it gets to it.
+    #[error("transaction abandoned before COMMIT: {0}")]
+    Abandoned(Box<DbError>),
 }
 
 /// Builds the pool; connections are opened lazily.

@@ -73,6 +73,10 @@ pub fn decode<T: DeserializeOwned + Strings>(
 ) -> Result<T, ApiError> {
     let value: T = match encoding {
         Encoding::Json => {
+            // serde reads a struct from an array too (`["ai"]`): only an object is a body.
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(ApiError::Malformed("JSON body must be an object"));
+            }
             serde_json::from_slice(bytes).map_err(|_| ApiError::Malformed("Malformed JSON body"))?
         }
         Encoding::Form => {
@@ -215,8 +219,25 @@ mod tests {
         assert!(decode::<Probe>(Encoding::Form, b"a=%FF").is_err());
         assert!(decode::<Probe>(Encoding::Form, b"a=\xff").is_err());
         assert!(decode::<Probe>(Encoding::Json, b"{\"a\":\"\xff\"}").is_err());
+        let ok: Probe = decode(Encoding::Json, b" \n{\"a\":\"x\"}").expect("object");
+        assert_eq!(ok.a, "x");
         let ok: Probe = decode(Encoding::Form, b"a=caf%C3%A9").expect("valid");
         assert_eq!(ok.a, "café");
+    }
+
+    #[test]
+    fn json_bodies_must_be_objects() {
+        for body in [
+            &b"[\"x\"]"[..],
+            b"\"x\"",
+            b"42",
+            b"null",
+            b"",
+            b" [{\"a\":\"x\"}]",
+        ] {
+            let e = decode::<Probe>(Encoding::Json, body).expect_err("not an object");
+            assert_eq!(e.to_string(), "JSON body must be an object");
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum ApiError {
     ReferralTooLong(usize),
     #[error("{0}")]
     Malformed(&'static str),
+    #[error("Idempotency-Key must be 1 to 64 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("Idempotency key already used for another vote")]
+    IdempotencyKeyReused,
     #[error("Unsupported content type: send application/json or application/x-www-form-urlencoded")]
     UnsupportedMediaType,
     #[error("Request body too large (at most {0} bytes)")]
@@ -58,7 +62,9 @@ impl ApiError {
             | ApiError::InvalidReferral
             | ApiError::ReferralTooLong(_)
             | ApiError::Malformed(_)
+            | ApiError::InvalidIdempotencyKey
             | ApiError::ConfirmRequired => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -93,6 +99,7 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Unavailable => ApiError::DbUnavailable,
             WriteError::Overloaded => ApiError::Overloaded,
+            WriteError::KeyReused => ApiError::IdempotencyKeyReused,
         }
     }
 }

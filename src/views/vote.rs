@@ -1,7 +1,11 @@
 //! The vote page (`/`), the thank-you page after a no-JavaScript vote and
 //! the page a refused no-JavaScript vote lands on. The form works without
 //! script; `vote.js` enhances it (JSON, loading state, confirmation, and the
-//! failure dialog whose markup is rendered here, hidden).
+//! failure dialog whose markup is rendered here, hidden). Every vote form
+//! carries a `vote_id`, so a form posted twice is counted once (SPEC §10.2).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
 use maud::{Markup, html};
 
@@ -9,7 +13,16 @@ use super::Page;
 use super::layout::{self, Chrome};
 use crate::poll::{Choice, QUESTION};
 
-/// The vote form: one button per choice; hidden fields keep referral and conf.
+/// A fresh idempotency key for one no-JavaScript vote: 128 random bits in
+/// hex. `RandomState` is keyed from the OS's randomness, so keys can be
+/// neither guessed nor repeated.
+pub fn fresh_vote_id() -> String {
+    let random = RandomState::new();
+    format!("{:016x}{:016x}", random.hash_one(0u8), random.hash_one(1u8))
+}
+
+/// The vote form: one button per choice; hidden fields keep referral and
+/// conf, and a fresh `vote_id` is rendered with every page.
 pub fn vote(page: &Page) -> Markup {
     layout::page(
         page,
@@ -27,6 +40,7 @@ pub fn vote(page: &Page) -> Markup {
                 }
             }
             form method="post" action="/vote" id="vote-form" class="choices" aria-labelledby="question" {
+                input type="hidden" name="vote_id" value=(fresh_vote_id());
                 @if let Some(referral) = &page.referral {
                     input type="hidden" name="referral" value=(referral);
                 }
@@ -103,6 +117,8 @@ pub struct Refused<'a> {
     pub page: &'a Page,
     /// The choice to offer again, when the form named a valid one.
     pub choice: Option<Choice>,
+    /// The refused vote's key, posted again with the retry.
+    pub vote_id: Option<&'a str>,
     /// HTTP status code of the answer.
     pub status: u16,
     /// The API's `detail` sentence.
@@ -138,6 +154,9 @@ pub fn refused(view: &Refused) -> Markup {
                 @if let Some(choice) = view.choice {
                     form method="post" action="/vote" class="actions" {
                         input type="hidden" name="choice" value=(choice.key());
+                        @if let Some(vote_id) = view.vote_id {
+                            input type="hidden" name="vote_id" value=(vote_id);
+                        }
                         @if let Some(referral) = &page.referral {
                             input type="hidden" name="referral" value=(referral);
                         }
@@ -181,6 +200,7 @@ mod tests {
         let view = Refused {
             page: &page,
             choice: Some(Choice::Ai),
+            vote_id: None,
             status: 503,
             detail: "Service degraded: referral cache exhausted (11 entries).".into(),
         };
@@ -205,6 +225,7 @@ mod tests {
         let html = refused(&Refused {
             page: &page,
             choice: Some(Choice::Revert),
+            vote_id: Some("k-123"),
             status: 503,
             detail: "Service degraded: referral cache exhausted (11 entries).".into(),
         })
@@ -212,5 +233,27 @@ mod tests {
         assert!(html.contains("Service degraded"));
         assert!(html.contains("referral cache exhausted (11 entries)"));
         assert!(html.contains(r#"name="choice" value="revert""#));
+        assert!(
+            html.contains(r#"name="vote_id" value="k-123""#),
+            "retry reuses the key"
+        );
+    }
+
+    #[test]
+    fn every_vote_page_carries_a_fresh_vote_id() {
+        let id = |html: &str| {
+            let at = html
+                .find(r#"name="vote_id" value=""#)
+                .expect("vote_id field")
+                + 22;
+            html[at..at + 32].to_owned()
+        };
+        let page = Page::default();
+        let (a, b) = (
+            id(&vote(&page).into_string()),
+            id(&vote(&page).into_string()),
+        );
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 }

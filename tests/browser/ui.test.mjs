@@ -563,12 +563,6 @@ test("a page on another site cannot vote or reset through the visitor's browser:
   }
 });
 
-test("no page requested anything from another origin, broke the CSP, threw, or failed to load a resource", () => {
-  assert.deepEqual(foreign, [], "requests that left the origin");
-  assert.deepEqual(problems, [], "console errors and page errors");
-  assert.deepEqual(failedLoads, [], "failed loads of the app's own origin");
-});
-
 // ---- The speaker's console (SPEC §10.3) -------------------------------------------
 
 function setVisible(visible) {
@@ -583,7 +577,7 @@ test("reveal: HIDE RESULTS on /admin turns the projector's bars into RESULTS HID
   await crowd({ print: 3, stare: 5, ai: 8, revert: 1, restart: 4 });
   const wall = await open({ ...PROJECTOR, reducedMotion: "reduce" });
   await wall.page.goto("/results");
-  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: 5000 });
+  await wall.page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   assert.equal(await wall.page.locator("#results-hidden").isHidden(), true);
 
   const admin = await open(SMALL_PHONE);
@@ -664,7 +658,57 @@ test("timeline: the projector page draws accepted votes, the wall of refusals an
   assert.equal((await reset({ referralCache: true })).status, 200);
 });
 
-test("console pages: nothing from another origin, no CSP violation, no script error", () => {
+test("a vote whose answer was lost is retried with the same Idempotency-Key and counted once", async () => {
+  const { page } = await open(SMALL_PHONE);
+  // The no-JavaScript form gets a fresh vote_id with every page.
+  await page.goto("/");
+  const firstId = await page.locator("input[name=vote_id]").getAttribute("value");
+  await page.reload();
+  const secondId = await page.locator("input[name=vote_id]").getAttribute("value");
+  assert.match(firstId, /^[0-9a-f]{32}$/);
+  assert.notEqual(firstId, secondId);
+
+  // The first attempt reaches the server and is stored, but the phone never
+  // sees the answer: the network answers 503 instead (a proxy timing out).
+  const keys = [];
+  await page.route("**/vote", async (route) => {
+    keys.push(route.request().headers()["idempotency-key"]);
+    const response = await route.fetch();
+    if (keys.length === 1) {
+      await route.fulfill({ status: 503, contentType: "application/json", body: '{"detail":"Gateway timed out"}' });
+    } else {
+      await route.fulfill({ response });
+    }
+  });
+  const before = await total();
+  await page.getByRole("button", { name: LABELS.print }).tap();
+  await page.getByRole("alertdialog").waitFor({ timeout: WAIT });
+  assert.equal(await total(), before + 1, "the lost attempt was stored");
+
+  const retried = page.waitForResponse((r) => r.url().endsWith("/vote"));
+  await page.getByRole("button", { name: "Try again" }).tap();
+  const answer = await retried;
+  assert.equal(answer.status(), 200);
+  assert.equal(answer.headers()["idempotent-replayed"], "true");
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: WAIT });
+  assert.equal(keys.length, 2);
+  assert.match(keys[0], /^[0-9a-f]{32}$/);
+  assert.equal(keys[1], keys[0], "Try again reuses the key");
+  assert.equal(await total(), before + 1, "counted once");
+
+  // The next vote the person casts is a new vote with a new key.
+  await page.getByRole("button", { name: "Vote again" }).tap();
+  await page.getByRole("button", { name: LABELS.stare }).tap();
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: WAIT });
+  assert.equal(keys.length, 3);
+  assert.notEqual(keys[2], keys[0]);
+  assert.equal(await total(), before + 2);
+  assert.deepEqual(problems, [], "console errors and page errors");
+});
+
+// Last: what every test above left behind.
+test("no page requested anything from another origin, broke the CSP, threw, or failed to load a resource", () => {
   assert.deepEqual(foreign, [], "requests that left the origin");
   assert.deepEqual(problems, [], "console errors and page errors");
+  assert.deepEqual(failedLoads, [], "failed loads of the app's own origin");
 });

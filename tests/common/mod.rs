@@ -481,7 +481,10 @@ pub struct OwnPostgres {
 impl OwnPostgres {
     pub fn start(name: &str) -> OwnPostgres {
         let root = env!("CARGO_MANIFEST_DIR");
-        let dir = format!("{root}/target/test-pg/{name}-{}", std::process::id());
+        // Tests of one binary run in parallel in one process: number them.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = format!("{root}/target/test-pg/{name}-{}-{n}", std::process::id());
         let out = Command::new("bash")
             .args([
                 "-c",

@@ -119,18 +119,21 @@ pub fn wants_html<B>(req: &Request<B>) -> bool {
 }
 
 /// The HTML answer to a refused form vote: same status as the JSON API,
-/// same `Retry-After` on a 503, and a button that posts the vote again.
+/// same `Retry-After` on a 503, and a button that posts the vote again
+/// (with the same `vote_id`, so a vote that did land is not counted twice).
 pub fn vote_refused(
     state: &AppState,
     choice: Option<&str>,
     referral: Option<&str>,
     conf: Option<&str>,
+    vote_id: Option<&str>,
     error: &ApiError,
 ) -> Response<Body> {
     let page = page_with(state, referral, conf);
     let view = views::vote::Refused {
         page: &page,
         choice: choice.and_then(|c| c.parse().ok()),
+        vote_id,
         status: error.status().as_u16(),
         detail: error.to_string(),
     };

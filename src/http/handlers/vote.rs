@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::actors::writer::{NewVote, Recorded};
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
@@ -14,6 +16,13 @@ use crate::poll::Choice;
 
 /// Longest referral code accepted (partner codes are far shorter).
 pub const MAX_REFERRAL_CHARS: usize = 64;
+/// Longest idempotency key accepted (SPEC §10.2).
+pub const MAX_KEY_CHARS: usize = 64;
+
+/// The client's key for one vote, reused for every retry of it.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Marks the answer to a repeat of an already stored vote.
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// A vote as sent by the page (form) or an API client (JSON).
 #[derive(Debug, Deserialize)]
@@ -24,6 +33,9 @@ pub struct VoteInput {
     /// Branding key carried by the form so the thank-you page keeps it.
     #[serde(default)]
     conf: Option<String>,
+    /// The form's idempotency key (the `Idempotency-Key` header wins).
+    #[serde(default)]
+    vote_id: Option<String>,
 }
 
 impl Strings for VoteInput {
@@ -32,6 +44,7 @@ impl Strings for VoteInput {
             Some(&self.choice),
             self.referral.as_ref(),
             self.conf.as_ref(),
+            self.vote_id.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -52,28 +65,37 @@ pub async fn vote(
     let encoding = body::encoding(&req)?;
     // A browser posting the plain form gets a page for an error, not JSON.
     let page = encoding == Encoding::Form && pages::wants_html(&req);
+    let header_key = header_key(&req);
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
         Err(e) if page => {
-            return Ok(pages::vote_refused(state, None, None, None, &e));
+            return Ok(pages::vote_refused(state, None, None, None, None, &e));
         }
         Err(e) => return Err(e),
     };
-    let (choice, referral) = match record(state, &input).await {
+    let key = header_key.map(|key| key.or_else(|| input.vote_id.clone()));
+    let (choice, referral, recorded) = match record(state, &input, key).await {
         Ok(accepted) => accepted,
         Err(e) if page => {
+            // A key refused or used for another choice cannot vote again;
+            // a fresh vote page brings a fresh key.
+            let retry = !matches!(
+                e,
+                ApiError::IdempotencyKeyReused | ApiError::InvalidIdempotencyKey
+            );
             return Ok(pages::vote_refused(
                 state,
-                Some(&input.choice),
+                Some(input.choice.as_str()).filter(|_| retry),
                 input.referral.as_deref(),
                 input.conf.as_deref(),
+                input.vote_id.as_deref().filter(|_| retry),
                 &e,
             ));
         }
         Err(e) => return Err(e),
     };
 
-    Ok(match encoding {
+    let mut resp = match encoding {
         Encoding::Json => body::json(
             StatusCode::OK,
             &Accepted {
@@ -90,7 +112,29 @@ pub async fn vote(
             .unwrap_or_default();
             body::see_other(&format!("/thanks?{query}"))
         }
-    })
+    };
+    if recorded == Recorded::Replayed {
+        resp.headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// The `Idempotency-Key` header, if there is exactly one. Its validity is
+/// checked with the body's `vote_id`, so a bad one is refused like bad input.
+fn header_key<B>(req: &Request<B>) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all(&IDEMPOTENCY_KEY).iter();
+    let key = values.next().map(|v| v.as_bytes());
+    if values.next().is_some() {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    key.map(|k| String::from_utf8(k.to_vec()).map_err(|_| ApiError::InvalidIdempotencyKey))
+        .transpose()
+}
+
+/// 1–64 visible ASCII characters (SPEC §10.2).
+fn valid_key(key: &str) -> bool {
+    (1..=MAX_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 async fn read_input(encoding: Encoding, req: Request<Incoming>) -> Result<VoteInput, ApiError> {
@@ -98,8 +142,17 @@ async fn read_input(encoding: Encoding, req: Request<Incoming>) -> Result<VoteIn
     body::decode(encoding, &bytes)
 }
 
-/// Validates and stores one vote; answers only after the commit.
-async fn record(state: &AppState, input: &VoteInput) -> Result<(Choice, Option<String>), ApiError> {
+/// Validates and stores one vote; answers only once the writer knows its
+/// outcome (stored now, or stored before under the same key).
+async fn record(
+    state: &AppState,
+    input: &VoteInput,
+    key: Result<Option<String>, ApiError>,
+) -> Result<(Choice, Option<String>, Recorded), ApiError> {
+    let key = key?;
+    if key.as_deref().is_some_and(|k| !valid_key(k)) {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
     let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
     // An empty referral is the same as none (SPEC §4).
     let referral = input.referral.clone().filter(|r| !r.is_empty());
@@ -107,10 +160,21 @@ async fn record(state: &AppState, input: &VoteInput) -> Result<(Choice, Option<S
         if code.chars().count() > MAX_REFERRAL_CHARS {
             return Err(ApiError::ReferralTooLong(MAX_REFERRAL_CHARS));
         }
+        // PostgreSQL refuses NUL in text: bad input, not a database outage.
+        if code.chars().any(char::is_control) {
+            return Err(ApiError::Malformed(
+                "Referral code contains control characters",
+            ));
+        }
         state.actors.referral.validate(code).await?;
     }
-    state.actors.writer.record(choice, referral.clone()).await?;
-    Ok((choice, referral))
+    let vote = NewVote {
+        choice,
+        referral: referral.clone(),
+        key,
+    };
+    let recorded = state.actors.writer.record(vote).await?;
+    Ok((choice, referral, recorded))
 }
 
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {

@@ -1,0 +1,520 @@
+//! Exactly-once votes (SPEC §10.2): `Idempotency-Key` and the form's
+//! `vote_id` against the real stack — repeats, concurrent repeats, another
+//! replica, a PostgreSQL stall held by another session, reset; and the bad
+//! bodies that must be 400.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const REPLAYED: &str = "idempotent-replayed";
+
+/// Posts a JSON vote with an `Idempotency-Key`.
+async fn keyed_vote(app: &TestApp, choice: &str, key: &str) -> Resp {
+    let req = app
+        .request(Method::POST, "/vote")
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Full::new(Bytes::from(
+            json!({ "choice": choice }).to_string(),
+        )))
+        .expect("request");
+    send(req).await
+}
+
+fn replayed(resp: &Resp) -> bool {
+    resp.headers.get(REPLAYED).is_some_and(|v| v == "true")
+}
+
+/// Every idempotency key stored in `votes`, and the number of rows.
+async fn stored_keys(database_url: &str) -> (HashSet<String>, i64) {
+    let db = pg_connect(database_url).await;
+    let keys = db
+        .query(
+            "SELECT idempotency_key FROM votes WHERE idempotency_key IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("keys")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    (keys, vote_rows(database_url).await)
+}
+
+#[tokio::test]
+async fn a_repeated_key_answers_like_the_first_and_is_stored_once() {
+    let app = TestApp::start().await;
+    let first = keyed_vote(&app, "ai", "phone-1-vote-1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(!replayed(&first), "the first request is a normal vote");
+    let again = keyed_vote(&app, "ai", "phone-1-vote-1").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header(REPLAYED), "true");
+    assert_eq!(again.json(), first.json());
+    assert_eq!(again.json(), json!({"status": "ok", "choice": "ai"}));
+
+    // The form's hidden vote_id does the same for a page without JavaScript.
+    let form = "choice=stare&referral=conf-partner-2026&vote_id=form-vote-1";
+    let posted = app.post("/vote", FORM, form).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    assert!(!replayed(&posted));
+    let reposted = app.post("/vote", FORM, form).await;
+    assert_eq!(reposted.status, StatusCode::SEE_OTHER);
+    assert_eq!(reposted.header(REPLAYED), "true");
+    assert_eq!(reposted.header("location"), posted.header("location"));
+
+    assert_eq!(vote_rows(&app.stack.database_url).await, 2);
+    let votes = app.get("/votes").await.json();
+    assert_eq!(
+        (
+            votes["ai"]["count"].as_u64(),
+            votes["stare"]["count"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(app.metric("vote_replays_total").await, 2.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_with_one_key_store_one_row() {
+    let app = Arc::new(TestApp::start().await);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { keyed_vote(&app, "revert", "one-key-50-times").await })
+        })
+        .collect();
+    let mut fresh = 0;
+    for task in tasks {
+        let resp = task.await.expect("task");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.json()["choice"], "revert");
+        if !replayed(&resp) {
+            fresh += 1;
+        }
+    }
+    assert_eq!(
+        fresh, 1,
+        "exactly one answer is the stored vote, 49 are replays"
+    );
+    assert_eq!(vote_rows(&app.stack.database_url).await, 1);
+    assert_eq!(app.total().await, 1);
+    Arc::into_inner(app).expect("no other owner").stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_choice_is_422_and_changes_nothing() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        keyed_vote(&app, "print", "k-422").await.status,
+        StatusCode::OK
+    );
+    let other = keyed_vote(&app, "restart", "k-422").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        other.detail(),
+        "Idempotency key already used for another vote"
+    );
+
+    // A browser's form gets a page saying so, without a retry that would fail again.
+    let page = app
+        .request(Method::POST, "/vote")
+        .header("content-type", FORM)
+        .header("accept", "text/html")
+        .body(Full::new(Bytes::from("choice=ai&vote_id=k-422")))
+        .expect("request");
+    let page = send(page).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.text()
+            .contains("Idempotency key already used for another vote")
+    );
+    assert!(!page.text().contains("Try again"));
+
+    assert_eq!(vote_rows(&app.stack.database_url).await, 1);
+    let votes = app.get("/votes").await.json();
+    assert_eq!(votes["print"]["count"], 1);
+    assert_eq!(total_of(&votes), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_forgotten_by_reset() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        keyed_vote(&app, "ai", "before-reset").await.status,
+        StatusCode::OK
+    );
+    let reset = app
+        .post("/admin/reset?confirm=yes", "application/json", "")
+        .await;
+    assert_eq!(reset.status, StatusCode::OK);
+    let (keys, _) = stored_keys(&app.stack.database_url).await;
+    assert!(keys.is_empty(), "reset deleted the keys with the votes");
+    // The same key is a new vote now, even for another choice.
+    let after = keyed_vote(&app, "stare", "before-reset").await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(!replayed(&after));
+    assert_eq!(vote_rows(&app.stack.database_url).await, 1);
+    assert_eq!(app.total().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_keys_are_400_and_store_nothing() {
+    let app = TestApp::start().await;
+    let long = "k".repeat(65);
+    for key in [
+        "",
+        " ",
+        "has space",
+        "tab\there",
+        long.as_str(),
+        "caf\u{e9}",
+    ] {
+        let req = app
+            .request(Method::POST, "/vote")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key.as_bytes())
+            .body(Full::new(Bytes::from(r#"{"choice":"ai"}"#)))
+            .expect("request");
+        let resp = send(req).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{key:?}");
+        assert_eq!(
+            resp.detail(),
+            "Idempotency-Key must be 1 to 64 visible ASCII characters"
+        );
+    }
+    let two = app
+        .request(Method::POST, "/vote")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .body(Full::new(Bytes::from(r#"{"choice":"ai"}"#)))
+        .expect("request");
+    assert_eq!(send(two).await.status, StatusCode::BAD_REQUEST);
+    let form = app.post("/vote", FORM, "choice=ai&vote_id=").await;
+    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+    // 64 visible characters are fine.
+    let max = "~".repeat(64);
+    assert_eq!(keyed_vote(&app, "ai", &max).await.status, StatusCode::OK);
+    assert_eq!(vote_rows(&app.stack.database_url).await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn non_object_json_and_control_characters_in_referrals_are_400() {
+    let app = TestApp::start().await;
+    for body in [r#"["ai"]"#, r#""ai""#, "42", "null", r#"[{"choice":"ai"}]"#] {
+        let resp = app.post("/vote", "application/json", body).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(resp.detail(), "JSON body must be an object");
+    }
+    for referral in ["conf-partner-2026\u{0}", "conf\npartner"] {
+        let resp = app
+            .post_json("/vote", json!({"choice": "ai", "referral": referral}))
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{referral:?}");
+        assert_eq!(resp.detail(), "Referral code contains control characters");
+    }
+    let form = app.post("/vote", FORM, "choice=ai&referral=x%00y").await;
+    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+
+    // Bad input is not an outage: PostgreSQL stays "available".
+    assert_eq!(app.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        app.metric("referral_cache_entries").await,
+        0.0,
+        "refused before the referral validator"
+    );
+    assert_eq!(vote_rows(&app.stack.database_url).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_given_the_same_key_at_once_store_one_row() {
+    let stack = Stack::fresh().await;
+    let a = TestApp::start_on(&stack, stack.config()).await;
+    let b = TestApp::start_on(&stack, stack.config()).await;
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        let key = format!("both-replicas-{round}");
+        let (x, y) = tokio::join!(keyed_vote(&a, "stare", &key), keyed_vote(&b, "stare", &key));
+        assert_eq!((x.status, y.status), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(
+            usize::from(replayed(&x)) + usize::from(replayed(&y)),
+            1,
+            "round {round}: one stored, one replayed"
+        );
+    }
+    let (keys, rows) = stored_keys(&stack.database_url).await;
+    assert_eq!((keys.len(), rows), (ROUNDS, ROUNDS as i64));
+    // Both replicas agree on the count (Redis is shared).
+    for app in [&a, &b] {
+        assert!(
+            eventually(WAIT, || async { app.total().await == ROUNDS as u64 }).await,
+            "each replica shows {ROUNDS} votes"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// What the phones of one stall test saw.
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: HashSet<String>,
+    refused: HashSet<String>,
+}
+
+/// Phones vote with fresh keys while another PostgreSQL session holds an
+/// exclusive lock on `votes` for `stall`; a phone gives up on an answer
+/// after `CLIENT_TIMEOUT` (shorter than the stall) and retries with the
+/// same key, also after a 503, a few times. Afterwards the rows in `votes`
+/// are exactly the acknowledged keys: none lost, none doubled, and no key
+/// whose last answer was 503 stored later.
+async fn stall_with_retrying_phones(stall: Duration) {
+    const PHONES: usize = 12;
+    const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+    const TRIES: usize = 12;
+    let app = Arc::new(TestApp::start().await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let timeouts = Arc::new(AtomicUsize::new(0));
+
+    let locker = pg_connect(&app.stack.database_url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE votes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock votes");
+
+    let phones: Vec<_> = (0..PHONES)
+        .map(|phone| {
+            let (app, stop, timeouts) = (app.clone(), stop.clone(), timeouts.clone());
+            tokio::spawn(async move {
+                let mut seen = Outcomes::default();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("phone-{phone}-vote-{n}");
+                    let mut last = None;
+                    for _ in 0..TRIES {
+                        match tokio::time::timeout(CLIENT_TIMEOUT, keyed_vote(&app, "ai", &key))
+                            .await
+                        {
+                            Err(_) => {
+                                timeouts.fetch_add(1, Ordering::Relaxed);
+                                last = None;
+                            }
+                            Ok(resp) => {
+                                last = Some(resp.status);
+                                if resp.status == StatusCode::OK {
+                                    break;
+                                }
+                                assert_eq!(
+                                    resp.status,
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "{}",
+                                    resp.text()
+                                );
+                            }
+                        }
+                    }
+                    match last {
+                        Some(StatusCode::OK) => seen.acknowledged.insert(key),
+                        Some(_) => seen.refused.insert(key),
+                        None => panic!("{key}: no answer in {TRIES} tries"),
+                    };
+                }
+                seen
+            })
+        })
+        .collect();
+
+    // The stall is the scenario itself, not a synchronisation.
+    tokio::time::sleep(stall).await;
+    locker
+        .batch_execute("COMMIT")
+        .await
+        .expect("release the lock");
+    // Let every phone get votes through after the stall, then stop them.
+    let before = vote_rows(&app.stack.database_url).await;
+    assert!(
+        eventually(WAIT, || async {
+            vote_rows(&app.stack.database_url).await >= before + PHONES as i64
+        })
+        .await,
+        "votes flow again after the stall"
+    );
+    stop.store(true, Ordering::Relaxed);
+
+    let mut all = Outcomes::default();
+    for phone in phones {
+        let seen = phone.await.expect("phone task");
+        all.acknowledged.extend(seen.acknowledged);
+        all.refused.extend(seen.refused);
+    }
+    let (stored, rows) = stored_keys(&app.stack.database_url).await;
+    assert!(
+        timeouts.load(Ordering::Relaxed) > 0,
+        "the stall outlasted the phones' timeout"
+    );
+    assert_eq!(rows as usize, stored.len(), "every row has its own key");
+    let missing: Vec<_> = all.acknowledged.difference(&stored).collect();
+    let unacked: Vec<_> = stored.difference(&all.acknowledged).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}"
+    );
+    assert!(
+        unacked.is_empty(),
+        "stored but never acknowledged: {unacked:?}"
+    );
+    assert!(
+        all.refused.is_disjoint(&stored),
+        "a key answered 503 to the end was stored"
+    );
+    assert!(
+        eventually(WAIT, || async { app.total().await == rows as u64 }).await,
+        "the live count matches the rows"
+    );
+    Arc::into_inner(app).expect("no other owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stall_of_two_and_a_half_seconds_stores_each_acknowledged_key_once() {
+    stall_with_retrying_phones(Duration::from_millis(2500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stall_of_six_seconds_stores_each_acknowledged_key_once() {
+    stall_with_retrying_phones(Duration::from_secs(6)).await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can hold everything in transit
+/// (a congested or partitioned network) and deliver it late.
+struct HoldingProxy {
+    addr: std::net::SocketAddr,
+    held: watch::Sender<bool>,
+}
+
+impl HoldingProxy {
+    async fn start(target: String) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (held, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(Self::pipe(in_read, out_write, watching.clone()));
+                tokio::spawn(Self::pipe(out_read, in_write, watching.clone()));
+            }
+        });
+        HoldingProxy { addr, held }
+    }
+
+    async fn pipe(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        mut held: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if held.wait_for(|held| !*held).await.is_err() || to.write_all(&buf[..n]).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+}
+
+/// Backends of `database` (other than this session) still running a statement.
+async fn busy_backends(admin: &tokio_postgres::Client, database: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_whose_answer_was_lost_is_settled_before_the_vote_is_answered() {
+    let stack = Stack::fresh().await;
+    let (server, database) = stack
+        .database_url
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .expect("postgresql://user@host:port/db");
+    let proxy = HoldingProxy::start(server.to_owned()).await;
+    let mut config = stack.config();
+    config.database_url = stack.database_url.replace(server, &proxy.addr.to_string());
+    let app = Arc::new(TestApp::start_on(&stack, config).await);
+    assert_eq!(
+        keyed_vote(&app, "ai", "warm-up").await.status,
+        StatusCode::OK
+    );
+
+    // The INSERT, the cancel request and the answer all stall in the network:
+    // the writer cannot know whether the batch committed.
+    proxy.held.send_replace(true);
+    let voting = {
+        let app = app.clone();
+        tokio::spawn(async move { keyed_vote(&app, "print", "answer-lost").await })
+    };
+    assert!(
+        eventually(WAIT, || async {
+            app.metric("vote_batches_fenced_total").await >= 1.0
+        })
+        .await,
+        "the writer settles the batch instead of answering 503 blindly"
+    );
+    // The network recovers: the held INSERT reaches PostgreSQL late, racing
+    // the writer's fence. Whichever wins, the answer must match the rows.
+    proxy.held.send_replace(false);
+    let answer = voting.await.expect("vote task");
+    let admin = pg_connect(&stack.database_url).await;
+    assert!(
+        eventually(WAIT, || async {
+            busy_backends(&admin, database).await == 0
+        })
+        .await,
+        "every delayed statement has finished"
+    );
+    let (keys, rows) = stored_keys(&stack.database_url).await;
+    match answer.status {
+        StatusCode::OK => assert!(keys.contains("answer-lost"), "acknowledged, so stored"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            assert!(
+                !keys.contains("answer-lost"),
+                "answered 503, so never stored"
+            )
+        }
+        other => panic!("unexpected answer {other}: {}", answer.text()),
+    }
+    assert_eq!(rows as usize, keys.len());
+    Arc::into_inner(app).expect("no other owner").stop().await;
+}
