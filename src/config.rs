@@ -37,6 +37,10 @@ pub struct Config {
     pub db_pool_size: usize,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+    /// `MAX_STREAMS`: open `/stream` connections at most (unset: derived at start-up).
+    pub max_streams: Option<usize>,
+    /// `MAX_CONNECTIONS`: all other connections at most (unset: derived at start-up).
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -115,6 +119,20 @@ impl Config {
             _ => return Err(invalid("LOG_FORMAT", &format, "expected text or json")),
         };
 
+        let limit = |var: &'static str| match optional(var) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                _ => Err(invalid(
+                    var,
+                    &v,
+                    "expected a whole number from 1 to 1000000",
+                )),
+            },
+        };
+        let max_streams = limit("MAX_STREAMS")?;
+        let max_connections = limit("MAX_CONNECTIONS")?;
+
         Ok(Config {
             database_url,
             redis_url,
@@ -126,6 +144,8 @@ impl Config {
             db_pool_size,
             admin_token: optional("ADMIN_TOKEN"),
             log_format,
+            max_streams,
+            max_connections,
         })
     }
 }
@@ -187,6 +207,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CONFERENCE", "woodstock"),
             ("PUBLIC_URL", "ftp://example.org"),
+            ("MAX_STREAMS", "0"),
+            ("MAX_CONNECTIONS", "lots"),
         ] {
             let err = parse(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -115,7 +115,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics.clone(),
         shutdown.clone(),
     );
+    let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
+    let budgets =
+        http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());
+    info!(
+        max_streams = budgets.streams,
+        max_connections = budgets.others,
+        open_files,
+        "connection budgets"
+    );
     let state = Arc::new(AppState {
+        admission: http::admission::Admission::new(budgets),
         config,
         actors,
         view,

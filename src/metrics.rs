@@ -83,6 +83,9 @@ pub struct Metrics {
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
     pub failure_reports_dropped: IntCounter,
+    pub connections_open: IntGaugeVec,
+    pub connections_max: IntGaugeVec,
+    pub streams_refused: IntCounter,
 }
 
 impl Metrics {
@@ -160,6 +163,17 @@ impl Metrics {
         .expect("valid metric");
         reg(Box::new(commit_seconds.clone()));
 
+        let budget_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["budget"]).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let connections_open = budget_gauge(
+            "connections_open",
+            "Open connections by budget (stream or other)",
+        );
+        let connections_max = budget_gauge("connections_max", "Connection budget sizes");
+
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -206,6 +220,12 @@ impl Metrics {
             failure_reports_dropped: counter(
                 "failure_reports_dropped_total",
                 "Failed-vote reports dropped because the broadcaster's queue was full",
+            ),
+            connections_open,
+            connections_max,
+            streams_refused: counter(
+                "streams_refused_total",
+                "GET /stream answered 503 because the stream budget was full",
             ),
             registry,
         }

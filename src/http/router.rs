@@ -112,11 +112,7 @@ async fn dispatch(
         Endpoint::Vote => vote::vote(state, req).await,
         Endpoint::Thanks => Ok(pages::thanks(state, &req)),
         Endpoint::Votes => Ok(vote::votes(state)),
-        Endpoint::Stream => Ok(super::sse::response(
-            &state.actors.broadcaster,
-            state.metrics.clone(),
-            state.shutdown.clone(),
-        )),
+        Endpoint::Stream => Ok(super::sse::serve(state, &req)),
         Endpoint::Results => Ok(pages::results(state, &req)),
         Endpoint::Admin => Ok(pages::admin(state, &req)),
         Endpoint::AdminReset => admin::reset(state, req).await,

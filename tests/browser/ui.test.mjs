@@ -483,3 +483,39 @@ test("no page requested anything from another origin, broke the CSP or threw", (
   assert.deepEqual(foreign, [], "requests that left the origin");
   assert.deepEqual(problems, [], "console errors and page errors");
 });
+
+test("results page: a 503 on /stream (screen budget full) is waited out as Retry-After says, then the page goes live", async () => {
+  const { page } = await open(PROJECTOR);
+  const attempts = [];
+  let gets = 0;
+  // The screen budget is full for the first two tries: they and the page's
+  // HEAD probes after them hear 503 with Retry-After: 2.
+  await page.route("**/stream", async (route) => {
+    const method = route.request().method();
+    attempts.push({ method, at: Date.now() });
+    if (method === "GET") gets += 1;
+    if (gets > 2) return route.continue();
+    return route.fulfill({
+      status: 503,
+      headers: { "retry-after": "2", "content-type": "application/json" },
+      body: '{"detail":"Too many screens connected, retry later"}',
+    });
+  });
+  await page.goto("/results");
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 20000 });
+  const tries = attempts.filter((a) => a.method === "GET");
+  assert.equal(tries.length, 3, `three tries: ${JSON.stringify(attempts)}`);
+  assert.ok(attempts.some((a) => a.method === "HEAD"), "the page asked HEAD /stream why");
+  for (let i = 1; i < tries.length; i++) {
+    const waited = tries[i].at - tries[i - 1].at;
+    assert.ok(waited >= 2000, `try ${i + 1} waited out Retry-After: ${waited} ms`);
+  }
+  assert.equal(await page.locator("#connection").isHidden(), true);
+  const before = (await counts()).ai.count;
+  assert.equal((await vote("ai")).status, 200);
+  await page.waitForFunction(
+    (n) => document.querySelector('li[data-choice="ai"]').dataset.count === String(n),
+    before + 1,
+    { timeout: 5000 },
+  );
+});

@@ -57,6 +57,19 @@ pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
     m.db_pool_checked_out
         .set(pool.size.saturating_sub(pool.available) as i64);
     state.actors.export_queue_depths(m);
+    let open = state.admission.in_use();
+    let max = state.admission.budgets;
+    for (budget, open, max) in [
+        ("stream", open.streams, max.streams),
+        ("other", open.others, max.others),
+    ] {
+        m.connections_open
+            .with_label_values(&[budget])
+            .set(open as i64);
+        m.connections_max
+            .with_label_values(&[budget])
+            .set(max as i64);
+    }
     body::with_type(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
