@@ -21,6 +21,7 @@ pub enum Endpoint {
     AdminReset,
     Health,
     Ready,
+    ReadyVotes,
     Version,
     Metrics,
     Static,
@@ -40,6 +41,7 @@ impl Endpoint {
             Endpoint::AdminReset => "/admin/reset",
             Endpoint::Health => "/health",
             Endpoint::Ready => "/ready",
+            Endpoint::ReadyVotes => "/ready/votes",
             Endpoint::Version => "/version",
             Endpoint::Metrics => "/metrics",
             Endpoint::Static => "/static",
@@ -86,6 +88,7 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub connections_max: IntGaugeVec,
     pub streams_refused: IntCounter,
+    pub db_pool_waits: IntCounterVec,
 }
 
 impl Metrics {
@@ -173,6 +176,15 @@ impl Metrics {
             "Open connections by budget (stream or other)",
         );
         let connections_max = budget_gauge("connections_max", "Connection budget sizes");
+        let db_pool_waits = IntCounterVec::new(
+            Opts::new(
+                "db_pool_waits_total",
+                "PostgreSQL checkouts that found no idle connection, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        reg(Box::new(db_pool_waits.clone()));
 
         #[cfg(target_os = "linux")]
         reg(Box::new(
@@ -227,6 +239,7 @@ impl Metrics {
                 "streams_refused_total",
                 "GET /stream answered 503 because the stream budget was full",
             ),
+            db_pool_waits,
             registry,
         }
     }

@@ -135,3 +135,77 @@ async fn head_stream_takes_no_slot() {
     assert_eq!(open_in(&app, "stream").await, 1.0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writer_never_waits_behind_referral_lookups_or_probes() {
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let pool_size = app.metric("db_pool_size").await;
+
+    // Every referral lookup blocks on a locked table, holding a connection
+    // of the shared pool: more lookups than connections.
+    let mut locker = pg_connect(&app.stack.database_url).await;
+    let lock = locker.transaction().await.expect("BEGIN");
+    lock.batch_execute("LOCK TABLE referral_partners IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("LOCK");
+    let mut lookups = Vec::new();
+    for _ in 0..8 {
+        let app = app.clone();
+        lookups.push(tokio::spawn(async move {
+            app.vote("ai", Some("conf-partner-2026")).await.status
+        }));
+    }
+    assert!(
+        eventually(WAIT, || async {
+            app.metric("db_pool_checked_out").await == pool_size
+        })
+        .await,
+        "the lookups hold every shared connection"
+    );
+
+    // A flood of probes and plain votes meanwhile: the probes answer from
+    // their own connection, every vote commits.
+    let mut probes = Vec::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        probes.push(tokio::spawn(
+            async move { app.get("/ready/votes").await.status },
+        ));
+    }
+    let mut votes = Vec::new();
+    for i in 0..200 {
+        let app = app.clone();
+        let choice = ["print", "stare", "revert", "restart"][i % 4];
+        votes.push(tokio::spawn(
+            async move { app.vote(choice, None).await.status },
+        ));
+    }
+    for vote in votes {
+        assert_eq!(vote.await.expect("vote task"), StatusCode::OK);
+    }
+    for probe in probes {
+        assert_eq!(probe.await.expect("probe task"), StatusCode::OK);
+    }
+    assert_eq!(app.metric("db_pool_checked_out").await, pool_size);
+    // What the writer saw: never a checkout that had to wait.
+    assert_eq!(
+        app.metric("db_pool_waits_total{pool=\"writer\"}").await,
+        0.0
+    );
+    assert!(app.metric("vote_batch_size_count").await >= 1.0);
+
+    lock.rollback().await.expect("ROLLBACK");
+    for lookup in lookups {
+        // Past the pool's wait the lookups give up (503); none hangs.
+        let status = lookup.await.expect("lookup task");
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+    assert!(total_of(&app.get("/votes").await.json()) >= 200);
+    std::sync::Arc::into_inner(app)
+        .expect("no other owner")
+        .stop()
+        .await;
+}

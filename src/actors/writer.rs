@@ -7,14 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::Pool;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use super::tally::TallyHandle;
-use crate::db::{self, DbError};
+use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
 use crate::poll::{Choice, Counts};
 

@@ -41,11 +41,15 @@ pub struct AppState {
     pub config: Config,
     pub actors: Actors,
     pub view: CountsView,
+    /// Shared by referral lookups, pages and admin (`DB_POOL_SIZE`).
     pub pool: Pool,
+    /// The readiness check's own connection.
+    pub probe_pool: Pool,
     pub live: Live,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub admission: Admission,
+    pub readiness: handlers::probes::Readiness,
 }
 
 /// Serves until `shutdown` is cancelled, then drains connections.
