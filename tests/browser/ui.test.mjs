@@ -519,3 +519,24 @@ test("results page: a 503 on /stream (screen budget full) is waited out as Retry
     { timeout: 5000 },
   );
 });
+
+test("a phone's first visit to / transfers at most 36 KB (cold cache, compressed text assets)", async () => {
+  const { page } = await open(PHONE);
+  const responses = [];
+  page.on("response", (r) => responses.push(r));
+  await page.goto("/", { waitUntil: "load" });
+  await page.evaluate(() => document.fonts.ready);
+  let bytes = 0;
+  const seen = [];
+  for (const r of responses) {
+    const sizes = await r.request().sizes();
+    bytes += sizes.responseHeadersSize + sizes.responseBodySize;
+    seen.push(`${new URL(r.url()).pathname} ${sizes.responseBodySize}`);
+  }
+  assert.ok(responses.length >= 5, `page, stylesheet, script, font, images: ${seen.join(", ")}`);
+  console.log(`first visit to /: ${bytes} bytes (${seen.join(", ")})`);
+  assert.ok(bytes <= 36000, `first visit transferred ${bytes} bytes: ${seen.join(", ")}`);
+  const css = responses.find((r) => r.url().includes("/static/app."));
+  assert.equal(await css.headerValue("content-encoding"), "gzip");
+  assert.match(await css.headerValue("cache-control"), /immutable/);
+});
