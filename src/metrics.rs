@@ -89,6 +89,8 @@ pub struct Metrics {
     pub connections_max: IntGaugeVec,
     pub streams_refused: IntCounter,
     pub db_pool_waits: IntCounterVec,
+    pub allocator_allocated: IntGauge,
+    pub allocator_resident: IntGauge,
 }
 
 impl Metrics {
@@ -240,6 +242,14 @@ impl Metrics {
                 "GET /stream answered 503 because the stream budget was full",
             ),
             db_pool_waits,
+            allocator_allocated: gauge(
+                "allocator_allocated_bytes",
+                "Bytes the program holds, as jemalloc counts them",
+            ),
+            allocator_resident: gauge(
+                "allocator_resident_bytes",
+                "Bytes of jemalloc's pages resident in memory (compare process_resident_memory_bytes)",
+            ),
             registry,
         }
     }

@@ -120,6 +120,14 @@ pub fn metrics(state: &Arc<AppState>) -> Response<Body> {
     m.db_pool_checked_out
         .set(pool.size.saturating_sub(pool.available) as i64);
     state.actors.export_queue_depths(m);
+    // jemalloc's statistics are refreshed by advancing its epoch.
+    if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+        let read = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(0, |n| n as i64);
+        m.allocator_allocated
+            .set(read(tikv_jemalloc_ctl::stats::allocated::read()));
+        m.allocator_resident
+            .set(read(tikv_jemalloc_ctl::stats::resident::read()));
+    }
     let open = state.admission.in_use();
     let max = state.admission.budgets;
     for (budget, open, max) in [
