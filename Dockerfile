@@ -35,7 +35,9 @@ RUN mkdir src \
     && rm -rf src target/release/.fingerprint/vote-api-* target/release/deps/vote_api-* target/release/deps/libvote_api-*
 
 # The crate itself. db/ holds the SQL migrations and seed, assets/ the embedded
-# CSS, fonts, images and client JS (both are compiled in with include_*!).
+# CSS, fonts, images and client JS (both are compiled in with include_*!);
+# build.rs fingerprints and gzips the assets.
+COPY build.rs ./
 COPY src ./src
 COPY db ./db
 COPY assets ./assets

@@ -18,6 +18,8 @@
   // we accept once `status` frames (sent every few seconds) have been seen.
   const RETRY_MIN_MS = 1000;
   const RETRY_MAX_MS = 15000;
+  // Longest Retry-After we honour from a server whose screen budget is full.
+  const RETRY_AFTER_MAX_MS = 60000;
   const SILENCE_MS = 20000;
 
   const bars = new Map();
@@ -155,10 +157,27 @@
       // CONNECTING: the browser retries by itself (the server sends retry: 2000).
       if (source.readyState === EventSource.CLOSED) {
         clearTimeout(silenceTimer);
-        retryTimer = setTimeout(connect, retryMs);
-        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+        retryLater();
       }
     });
+  }
+
+  // EventSource hides why it was refused. HEAD /stream (which takes no
+  // screen slot) answers 503 + Retry-After while the server's screen budget
+  // is full: wait that long, plus jitter so a room of screens does not
+  // come back in the same second.
+  async function retryLater() {
+    let wait = retryMs;
+    retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    try {
+      const probe = await fetch("/stream", { method: "HEAD", cache: "no-store" });
+      const after = Number(probe.headers.get("Retry-After"));
+      if (probe.status === 503 && after > 0) wait = Math.min(after * 1000, RETRY_AFTER_MAX_MS);
+    } catch (err) {
+      // Offline or a proxy in the way: keep the backoff.
+    }
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, wait * (1 + Math.random() * 0.5));
   }
 
   // Draw the server-rendered counts at once; the first frame follows.

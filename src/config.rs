@@ -41,6 +41,10 @@ pub struct Config {
     /// When set, `/metrics` is served there only (not on `bind_addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// `MAX_STREAMS`: open `/stream` connections at most (unset: derived at start-up).
+    pub max_streams: Option<usize>,
+    /// `MAX_CONNECTIONS`: all other connections at most (unset: derived at start-up).
+    pub max_connections: Option<usize>,
     /// Count vote outcomes for the incident timeline (`TIMELINE=off` measures its cost).
     pub timeline: bool,
 }
@@ -191,6 +195,19 @@ impl Config {
             "off" => false,
             other => return Err(invalid("TIMELINE", other, "expected on or off")),
         };
+        let limit = |var: &'static str| match optional(var) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                _ => Err(invalid(
+                    var,
+                    &v,
+                    "expected a whole number from 1 to 1000000",
+                )),
+            },
+        };
+        let max_streams = limit("MAX_STREAMS")?;
+        let max_connections = limit("MAX_CONNECTIONS")?;
 
         Ok(Config {
             database_url,
@@ -205,6 +222,8 @@ impl Config {
             metrics_addr,
             log_format,
             timeline,
+            max_streams,
+            max_connections,
         })
     }
 }
@@ -319,6 +338,8 @@ mod tests {
             ("ADMIN_TOKEN", ""),
             ("ADMIN_TOKEN", "  "),
             ("ADMIN_TOKEN", "two words"),
+            ("MAX_STREAMS", "0"),
+            ("MAX_CONNECTIONS", "lots"),
         ] {
             let err = parse(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

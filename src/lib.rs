@@ -111,8 +111,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::new());
     metrics.db_pool_size.set(config.db_pool_size as i64);
     let view = CountsView::new();
+    let own_pool =
+        |size| db::pool(&config.database_url, size).map_err(|e| StartError::Pool(e.to_string()));
+    let writer_pool = own_pool(db::WRITER_CONNECTIONS)?;
+    let probe_pool = own_pool(db::PROBE_CONNECTIONS)?;
+    let writer_pool = db::MeteredPool::new(
+        writer_pool,
+        metrics.db_pool_waits.with_label_values(&["writer"]),
+    );
     let (actors, tasks) = Actors::spawn(
         pool.clone(),
+        writer_pool,
         live.clone(),
         view.clone(),
         config.app_version.clone(),
@@ -120,11 +129,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     );
     actors.reveal.load().await;
+    let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
+    let budgets =
+        http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());
+    info!(
+        max_streams = budgets.streams,
+        max_connections = budgets.others,
+        open_files,
+        "connection budgets"
+    );
     let state = Arc::new(AppState {
+        admission: http::admission::Admission::new(budgets),
+        readiness: Default::default(),
         config,
         actors,
         view,
         pool,
+        probe_pool,
         live,
         metrics,
         shutdown: shutdown.clone(),

@@ -12,6 +12,12 @@ use tracing_subscriber::EnvFilter;
 use vote_api::config::{Config, LogFormat};
 use vote_api::db;
 
+/// jemalloc with background purging: memory freed when thousands of screens
+/// leave goes back to the system within seconds (glibc's malloc kept it;
+/// README.md, "Memory"). Its view is exported as `allocator_*_bytes`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Live conference poll (see README.md)")]
 struct Cli {

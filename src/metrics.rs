@@ -26,6 +26,7 @@ pub enum Endpoint {
     TimelineJson,
     Health,
     Ready,
+    ReadyVotes,
     Version,
     Metrics,
     Static,
@@ -50,6 +51,7 @@ impl Endpoint {
             Endpoint::TimelineJson => "/timeline.json",
             Endpoint::Health => "/health",
             Endpoint::Ready => "/ready",
+            Endpoint::ReadyVotes => "/ready/votes",
             Endpoint::Version => "/version",
             Endpoint::Metrics => "/metrics",
             Endpoint::Static => "/static",
@@ -97,6 +99,12 @@ pub struct Metrics {
     pub sse_lagged: IntCounter,
     pub failure_reports_dropped: IntCounter,
     pub pubsub_rejected: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_max: IntGaugeVec,
+    pub streams_refused: IntCounter,
+    pub db_pool_waits: IntCounterVec,
+    pub allocator_allocated: IntGauge,
+    pub allocator_resident: IntGauge,
 }
 
 impl Metrics {
@@ -187,6 +195,25 @@ impl Metrics {
         for reason in crate::live::Rejected::ALL {
             pubsub_rejected.with_label_values(&[reason.label()]);
         }
+        let budget_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["budget"]).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let connections_open = budget_gauge(
+            "connections_open",
+            "Open connections by budget (stream or other)",
+        );
+        let connections_max = budget_gauge("connections_max", "Connection budget sizes");
+        let db_pool_waits = IntCounterVec::new(
+            Opts::new(
+                "db_pool_waits_total",
+                "PostgreSQL checkouts that found no idle connection, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        reg(Box::new(db_pool_waits.clone()));
 
         #[cfg(target_os = "linux")]
         reg(Box::new(
@@ -248,6 +275,21 @@ impl Metrics {
                 "Failed-vote reports dropped because the broadcaster's queue was full",
             ),
             pubsub_rejected,
+            connections_open,
+            connections_max,
+            streams_refused: counter(
+                "streams_refused_total",
+                "GET /stream answered 503 because the stream budget was full",
+            ),
+            db_pool_waits,
+            allocator_allocated: gauge(
+                "allocator_allocated_bytes",
+                "Bytes the program holds, as jemalloc counts them",
+            ),
+            allocator_resident: gauge(
+                "allocator_resident_bytes",
+                "Bytes of jemalloc's pages resident in memory (compare process_resident_memory_bytes)",
+            ),
             registry,
         }
     }

@@ -118,7 +118,8 @@ async fn results_and_admin_pages_render() {
     let results = app.get("/results").await;
     assert_eq!(results.status, StatusCode::OK);
     assert!(results.header("content-security-policy").contains("'self'"));
-    assert!(results.text().contains("/static/results.js"));
+    // The script comes from its long-cached, content-hash URL.
+    assert!(results.text().contains("src=\"/static/results."));
     let admin = app.get("/admin").await;
     assert_eq!(admin.status, StatusCode::OK);
     assert!(admin.text().contains("RESET SESSION"));

@@ -163,7 +163,7 @@ copy_sources() {
   local dir="$1"
   rm -rf "$dir"
   mkdir -p "$dir/deploy/demo"
-  (cd "$ROOT" && cp -a Cargo.toml Cargo.lock src db assets "$dir/") || fail "cannot copy the sources"
+  (cd "$ROOT" && cp -a Cargo.toml Cargo.lock build.rs src db assets benches "$dir/") || fail "cannot copy the sources"
   [ -d "$ROOT/.cargo" ] && cp -a "$ROOT/.cargo" "$dir/"
   cp -a "$ROOT/$PATCH_FILE" "$dir/$PATCH_FILE"
 }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use crate::db::MeteredPool;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::CountsView;
@@ -44,8 +45,10 @@ pub struct Actors {
 pub struct ActorTasks(Vec<(&'static str, JoinHandle<()>)>);
 
 impl Actors {
+    /// `writer_pool` is the PersistenceWriter's alone; `pool` is shared by the rest.
     pub fn spawn(
         pool: Pool,
+        writer_pool: MeteredPool,
         live: Live,
         view: CountsView,
         version: String,
@@ -65,7 +68,7 @@ impl Actors {
         );
         let (tally, t_task) = TallyHandle::spawn(live, view, recount_tx, metrics.clone());
         let (writer, w_task) =
-            WriterHandle::spawn(pool.clone(), tally.clone(), recount_rx, metrics.clone());
+            WriterHandle::spawn(writer_pool, tally.clone(), recount_rx, metrics.clone());
         let (timeline, l_task) =
             TimelineHandle::spawn(pool.clone(), process, version, metrics.clone());
         let (referral, r_task) = ReferralHandle::spawn(pool, metrics);

@@ -1,13 +1,14 @@
 //! ReferralValidator: checks `?referral=` codes against `referral_partners`.
 //! Owns the referral cache (THE DELIBERATE BUG, SPEC §5). Called by the vote
 //! handler before a referral vote reaches the PersistenceWriter; the
-//! PostgreSQL lookups run in their own tasks so they never queue behind one another.
+//! PostgreSQL lookups run in their own tasks so they never queue behind one
+//! another, at most `MAX_LOOKUPS` at a time.
 
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -21,6 +22,11 @@ pub const REFERRAL_QUEUE: usize = 1024;
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound for one lookup, pool wait included.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Lookups in flight at most (they share the `DB_POOL_SIZE` pool with
+/// probes and pages, never the writer's). Policy when all are busy: the
+/// vote is refused at once with 503 + Retry-After, rather than queueing
+/// tasks without bound.
+pub const MAX_LOOKUPS: usize = 64;
 
 /// Why a referral was not accepted.
 #[derive(Debug, Error)]
@@ -57,6 +63,7 @@ impl ReferralHandle {
         let actor = ReferralValidator {
             rx,
             pool,
+            lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
             metrics,
             cache: Vec::new(),
         };
@@ -103,6 +110,7 @@ struct CacheEntry {
 struct ReferralValidator {
     rx: mpsc::Receiver<ReferralMsg>,
     pool: Pool,
+    lookups: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     cache: Vec<CacheEntry>,
 }
@@ -147,9 +155,14 @@ impl ReferralValidator {
         // ==================== end of the bug ====================
 
         // The lookup runs beside the actor so that lookups never wait for each other.
+        let Ok(slot) = self.lookups.clone().try_acquire_owned() else {
+            let _ = reply.send(Err(ReferralError::Unavailable));
+            return;
+        };
         let pool = self.pool.clone();
         tokio::spawn(async move {
             let _ = reply.send(lookup(&pool, &code).await);
+            drop(slot);
         });
     }
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -24,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::tally::TallyHandle;
-use crate::db::{self, DbError};
+use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
 use crate::poll::{Choice, Counts};
 

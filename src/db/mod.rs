@@ -1,15 +1,23 @@
-//! PostgreSQL access: the pool, migrations and one module per table.
+//! PostgreSQL access: the pools, migrations and one module per table.
 //! SQL text lives in the top-level `db/` folder and is embedded at build time.
+//! Connections are budgeted per use: the PersistenceWriter has a pool of its
+//! own (`WRITER_CONNECTIONS`), so it never waits behind referral lookups,
+//! probes or pages; the readiness check has one too (`PROBE_CONNECTIONS`);
+//! referral lookups and the rest share the `DB_POOL_SIZE` pool.
 
 pub mod migrate;
 pub mod partners;
 pub mod timeline;
 pub mod votes;
 
+use std::ops::Deref;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
+use prometheus::IntCounter;
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
@@ -17,6 +25,12 @@ use tokio_postgres::NoTls;
 pub const POOL_WAIT: Duration = Duration::from_secs(2);
 /// How long opening one PostgreSQL connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The writer's own connections: one batch at a time uses one; the second
+/// stands by while a broken one is replaced.
+pub const WRITER_CONNECTIONS: usize = 2;
+/// The readiness probes' own connection, so that a flood of referral
+/// lookups never makes PostgreSQL look down to the load balancer.
+pub const PROBE_CONNECTIONS: usize = 1;
 
 /// A PostgreSQL failure, kept for logs; clients only see "PostgreSQL not available".
 #[derive(Debug, Error)]
@@ -54,6 +68,44 @@ pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()?)
+}
+
+/// A pool that counts the checkouts that found no idle connection and had
+/// to wait: what its user saw of the contention. Derefs to the pool.
+#[derive(Clone)]
+pub struct MeteredPool {
+    pool: Pool,
+    waits: IntCounter,
+}
+
+impl MeteredPool {
+    pub fn new(pool: Pool, waits: IntCounter) -> Self {
+        MeteredPool { pool, waits }
+    }
+
+    /// A connection; counts a wait when none was free at once.
+    pub async fn get(&self) -> Result<Object, PoolError> {
+        let at_once = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        };
+        match self.pool.timeout_get(&at_once).await {
+            Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => {
+                self.waits.inc();
+                self.pool.get().await
+            }
+            other => other,
+        }
+    }
+}
+
+impl Deref for MeteredPool {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 /// Runs `fut` under `limit`, turning expiry into `DbError::Timeout`.

@@ -5,20 +5,21 @@
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
+use deadpool_postgres::{Object, PoolError, TimeoutType};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use super::DbError;
+use super::{DbError, MeteredPool};
 use crate::poll::{Choice, Counts};
 
 /// How long a statement may keep running past its deadline while the server
 /// is asked to cancel it and the statement's own answer is awaited.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// A pooled connection, if one comes before `deadline`.
-pub async fn client(pool: &Pool, deadline: Instant) -> Result<Object, DbError> {
+/// A connection of the writer's own pool (waits are metered), if one comes
+/// before `deadline`.
+pub async fn client(pool: &MeteredPool, deadline: Instant) -> Result<Object, DbError> {
     tokio::time::timeout_at(deadline, pool.get())
         .await
         .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))

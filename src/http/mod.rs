@@ -1,7 +1,9 @@
-//! The HTTP server: accept loop with a connection limit, one hyper HTTP/1.1
-//! connection task each, graceful shutdown (stop accepting, let requests
-//! finish, end SSE streams) bounded by `SHUTDOWN_GRACE`.
+//! The HTTP server: accept loop admitting connections in two budgets
+//! (`admission`), one hyper HTTP/1.1 connection task each, graceful shutdown
+//! (stop accepting, let requests finish, end SSE streams) bounded by
+//! `SHUTDOWN_GRACE`.
 
+pub mod admission;
 pub mod body;
 pub mod error;
 pub mod guard;
@@ -18,7 +20,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -27,10 +28,8 @@ use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::CountsView;
+use admission::Admission;
 
-/// Open connections at most; beyond it, new ones wait in the kernel's
-/// backlog. Leaves headroom under the 20,000 open-file limit.
-pub const MAX_CONNECTIONS: usize = 16_000;
 /// A client must finish sending its headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run after shutdown begins.
@@ -43,21 +42,21 @@ pub struct AppState {
     pub config: Config,
     pub actors: Actors,
     pub view: CountsView,
+    /// Shared by referral lookups, pages and admin (`DB_POOL_SIZE`).
     pub pool: Pool,
+    /// The readiness check's own connection.
+    pub probe_pool: Pool,
     pub live: Live,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub admission: Admission,
+    pub readiness: handlers::probes::Readiness,
 }
 
 /// Serves until `shutdown` is cancelled, then drains connections.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -69,10 +68,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             },
             _ = shutdown.cancelled() => break,
         };
+        // With the general budget full this one waits and the loop accepts no
+        // more: later connections wait in the kernel's backlog.
+        let slot = tokio::select! {
+            slot = state.admission.connection() => Arc::new(slot),
+            _ = shutdown.cancelled() => break,
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        // The service lives as long as the connection, and the slot with it;
+        // a `/stream` request gives the general slot back early (sse.rs).
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
+            req.extensions_mut().insert(slot.clone());
             router::handle(state.clone(), req)
         });
         let conn = http1::Builder::new()
@@ -84,7 +92,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             if let Err(e) = conn.await {
                 debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);

@@ -5,6 +5,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::{Page, sign};
+use crate::http::handlers::assets::url;
 
 /// The parts of the skeleton that differ per page.
 pub struct Chrome<'a> {
@@ -12,7 +13,7 @@ pub struct Chrome<'a> {
     pub title: &'a str,
     /// Class on `<body>` that selects the page's layout in `app.css`.
     pub class: &'static str,
-    /// Scripts under `/static/`, loaded with `defer`.
+    /// Scripts under `assets/`, loaded with `defer` from their long-cached URLs.
     pub scripts: &'a [&'static str],
 }
 
@@ -32,12 +33,12 @@ pub fn page(page: &Page, chrome: &Chrome, body: Markup) -> Markup {
                 meta name="color-scheme" content="dark";
                 meta name="theme-color" content="#0d0a10";
                 title { (full_title) }
-                link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml";
+                link rel="icon" href=(url("img/favicon.svg")) type="image/svg+xml";
                 // The sign font is on every first screen: fetch it with the CSS, not after.
-                link rel="preload" href="/static/fonts/bungee.woff2" as="font" type="font/woff2" crossorigin;
-                link rel="stylesheet" href="/static/app.css";
+                link rel="preload" href=(url("fonts/bungee.woff2")) as="font" type="font/woff2" crossorigin;
+                link rel="stylesheet" href=(url("app.css"));
                 @for script in chrome.scripts {
-                    script src=(format!("/static/{script}")) defer {}
+                    script src=(url(script)) defer {}
                 }
             }
             body class=(chrome.class) {

@@ -94,13 +94,16 @@ function watch(page) {
 /**
  * The only loads of the app's own origin that may fail: a vote the server
  * refuses on purpose (the referral cache bug: 503), the admin test's wrong
- * token (401), and a live stream cut when its page closes or navigates away.
+ * token (401), a live stream cut when its page closes or navigates away, and
+ * the 503 on /stream the screen-budget test answers itself.
  * Anything else (a missing asset, a 404 link, a 500) is a bug.
  */
 function expectedFailure(method, path, status, error) {
   if (method === "POST" && path === "/vote" && status === 503) return true;
   if (method === "POST" && path.startsWith("/admin/") && status === 401) return true;
   if (method === "GET" && path === "/stream" && error === "net::ERR_ABORTED") return true;
+  // The screen-budget test answers /stream 503 itself (route.fulfill).
+  if ((method === "GET" || method === "HEAD") && path === "/stream" && status === 503) return true;
   return false;
 }
 
@@ -704,6 +707,63 @@ test("a vote whose answer was lost is retried with the same Idempotency-Key and 
   assert.notEqual(keys[2], keys[0]);
   assert.equal(await total(), before + 2);
   assert.deepEqual(problems, [], "console errors and page errors");
+});
+
+test("results page: a 503 on /stream (screen budget full) is waited out as Retry-After says, then the page goes live", async () => {
+  const { page } = await open(PROJECTOR);
+  const attempts = [];
+  let gets = 0;
+  // The screen budget is full for the first two tries: they and the page's
+  // HEAD probes after them hear 503 with Retry-After: 2.
+  await page.route("**/stream", async (route) => {
+    const method = route.request().method();
+    attempts.push({ method, at: Date.now() });
+    if (method === "GET") gets += 1;
+    if (gets > 2) return route.continue();
+    return route.fulfill({
+      status: 503,
+      headers: { "retry-after": "2", "content-type": "application/json" },
+      body: '{"detail":"Too many screens connected, retry later"}',
+    });
+  });
+  await page.goto("/results");
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 20000 });
+  const tries = attempts.filter((a) => a.method === "GET");
+  assert.equal(tries.length, 3, `three tries: ${JSON.stringify(attempts)}`);
+  assert.ok(attempts.some((a) => a.method === "HEAD"), "the page asked HEAD /stream why");
+  for (let i = 1; i < tries.length; i++) {
+    const waited = tries[i].at - tries[i - 1].at;
+    assert.ok(waited >= 2000, `try ${i + 1} waited out Retry-After: ${waited} ms`);
+  }
+  assert.equal(await page.locator("#connection").isHidden(), true);
+  const before = (await counts()).ai.count;
+  assert.equal((await vote("ai")).status, 200);
+  await page.waitForFunction(
+    (n) => document.querySelector('li[data-choice="ai"]').dataset.count === String(n),
+    before + 1,
+    { timeout: 5000 },
+  );
+});
+
+test("a phone's first visit to / transfers at most 36 KB (cold cache, compressed text assets)", async () => {
+  const { page } = await open(PHONE);
+  const responses = [];
+  page.on("response", (r) => responses.push(r));
+  await page.goto("/", { waitUntil: "load" });
+  await page.evaluate(() => document.fonts.ready);
+  let bytes = 0;
+  const seen = [];
+  for (const r of responses) {
+    const sizes = await r.request().sizes();
+    bytes += sizes.responseHeadersSize + sizes.responseBodySize;
+    seen.push(`${new URL(r.url()).pathname} ${sizes.responseBodySize}`);
+  }
+  assert.ok(responses.length >= 5, `page, stylesheet, script, font, images: ${seen.join(", ")}`);
+  console.log(`first visit to /: ${bytes} bytes (${seen.join(", ")})`);
+  assert.ok(bytes <= 36000, `first visit transferred ${bytes} bytes: ${seen.join(", ")}`);
+  const css = responses.find((r) => r.url().includes("/static/app."));
+  assert.equal(await css.headerValue("content-encoding"), "gzip");
+  assert.match(await css.headerValue("cache-control"), /immutable/);
 });
 
 // Last: what every test above left behind.

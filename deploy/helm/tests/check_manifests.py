@@ -5,7 +5,7 @@ kubernetes-validate proves each object matches the Kubernetes schema; this prove
 the objects fit together and hold what the chart promises: every pod non-root,
 read-only, capabilities dropped, seccomp RuntimeDefault, requests and limits;
 no service-account token where none is needed; every referenced Secret,
-ConfigMap, Service and port exists; vote-api probes /health and /ready; the
+ConfigMap, Service and port exists; vote-api probes /health and /ready/votes; the
 ingress keeps SSE unbuffered; the rule file in the ConfigMap is byte-for-byte
 the canonical one; /metrics is on its own port, which the Ingress never routes
 and only Prometheus may reach; vote-api connects to PostgreSQL as its own
@@ -154,8 +154,9 @@ class Checker:
             self.fail("Deployment/vote-api: must listen on 8000 (mirrord steals port 8000)")
         if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/health":
             self.fail("Deployment/vote-api: liveness must probe /health")
-        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/ready":
-            self.fail("Deployment/vote-api: readiness must probe /ready")
+        # /ready/votes, not /ready: a Redis restart must not take every pod out of service.
+        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/ready/votes":
+            self.fail("Deployment/vote-api: readiness must probe /ready/votes")
         env = {e["name"] for e in c["env"]}
         for name in ("DATABASE_URL", "REDIS_URL", "BIND_ADDR", "ADMIN_TOKEN", "DB_POOL_SIZE"):
             if name not in env:

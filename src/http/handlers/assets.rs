@@ -1,7 +1,9 @@
-//! `/static/…`: files from `assets/`, embedded in the binary, with
-//! `Cache-Control` and a content-hash `ETag` (304 on a match).
-
-use std::sync::LazyLock;
+//! `/static/…`: files from `assets/`, embedded in the binary. `build.rs`
+//! gives each a content-hash name, which pages use and browsers may cache
+//! for a year (`immutable`); the plain name still answers, revalidated
+//! hourly. Text files are served gzipped (compressed at build time) to
+//! clients that accept it, with `Vary: Accept-Encoding` and an `ETag` per
+//! representation (304 on a match).
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -11,79 +13,91 @@ use crate::http::error::ApiError;
 
 struct Asset {
     path: &'static str,
+    fingerprinted: &'static str,
     content_type: &'static str,
+    hash: u64,
     bytes: &'static [u8],
+    gzip: Option<&'static [u8]>,
 }
 
-macro_rules! asset {
-    ($path:literal, $type:literal) => {
-        Asset {
-            path: $path,
-            content_type: $type,
-            bytes: include_bytes!(concat!("../../../assets/", $path)),
-        }
-    };
+const ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const REVALIDATE: &str = "public, max-age=3600";
+
+/// The URL pages use for `path` (e.g. `app.css`): its fingerprinted name.
+pub fn url(path: &str) -> String {
+    match ASSETS.iter().find(|a| a.path == path) {
+        Some(asset) => format!("/static/{}", asset.fingerprinted),
+        None => format!("/static/{path}"),
+    }
 }
-
-const ASSETS: &[Asset] = &[
-    asset!("app.css", "text/css; charset=utf-8"),
-    asset!("vote.js", "text/javascript; charset=utf-8"),
-    asset!("results.js", "text/javascript; charset=utf-8"),
-    asset!("timeline.js", "text/javascript; charset=utf-8"),
-    asset!("fonts/bungee.woff2", "font/woff2"),
-    asset!("fonts/sedgwick-ave-display.woff2", "font/woff2"),
-    // The OFL asks that the licence travel with the fonts.
-    asset!("fonts/bungee-OFL.txt", "text/plain; charset=utf-8"),
-    asset!(
-        "fonts/sedgwick-ave-display-OFL.txt",
-        "text/plain; charset=utf-8"
-    ),
-    asset!("img/favicon.svg", "image/svg+xml"),
-    asset!("img/skyline.svg", "image/svg+xml"),
-    asset!("img/taxi.svg", "image/svg+xml"),
-];
-
-/// ETags computed once, in `ASSETS` order.
-static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
-    ASSETS
-        .iter()
-        .map(|a| {
-            HeaderValue::from_str(&format!("\"{:016x}\"", fnv1a(a.bytes)))
-                .expect("hex is a valid header value")
-        })
-        .collect()
-});
 
 pub fn serve<B>(req: &Request<B>) -> Response<Body> {
     let name = req.uri().path().trim_start_matches("/static/");
-    let Some(index) = ASSETS.iter().position(|a| a.path == name) else {
+    let Some((asset, immutable)) = ASSETS.iter().find_map(|a| {
+        (a.fingerprinted == name)
+            .then_some((a, true))
+            .or((a.path == name).then_some((a, false)))
+    }) else {
         return body::error(&ApiError::NotFound);
     };
-    let asset = &ASSETS[index];
-    let etag = &ETAGS[index];
+    let gzip = asset.gzip.filter(|_| accepts_gzip(req));
+    let etag = match gzip {
+        Some(_) => format!("\"{:016x}-gz\"", asset.hash),
+        None => format!("\"{:016x}\"", asset.hash),
+    };
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    let bytes = gzip.unwrap_or(asset.bytes);
     let mut resp = if fresh {
         body::with_type(StatusCode::NOT_MODIFIED, asset.content_type, "")
     } else {
-        body::with_type(StatusCode::OK, asset.content_type, asset.bytes)
+        body::with_type(StatusCode::OK, asset.content_type, bytes)
     };
     let h = resp.headers_mut();
-    h.insert(header::ETAG, etag.clone());
-    // Names are not content-hashed, so revalidate after an hour.
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header value"),
+    );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
+        HeaderValue::from_static(if immutable { IMMUTABLE } else { REVALIDATE }),
     );
+    if asset.gzip.is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if gzip.is_some() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp
 }
 
-/// FNV-1a: tiny, stable across builds, good enough to tell versions apart.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+/// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, without `q=0`).
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
     })
 }
 
@@ -106,7 +120,11 @@ mod tests {
     #[test]
     fn every_referenced_asset_is_in_the_table() {
         let page = Page::default();
-        let css = std::str::from_utf8(ASSETS[0].bytes).expect("CSS is UTF-8");
+        let css = ASSETS
+            .iter()
+            .find(|a| a.path == "app.css")
+            .expect("app.css");
+        let css = std::str::from_utf8(css.bytes).expect("CSS is UTF-8");
         let pages = [
             css.to_owned(),
             views::vote::vote(&page).into_string(),
@@ -115,14 +133,32 @@ mod tests {
         let mut seen = 0;
         for text in &pages {
             for path in static_paths(text) {
+                // Pages and the stylesheet name the long-cached URLs only.
                 assert!(
-                    ASSETS.iter().any(|a| a.path == path),
-                    "{path} is not served"
+                    ASSETS.iter().any(|a| a.fingerprinted == path),
+                    "{path} is not a fingerprinted asset"
                 );
                 seen += 1;
             }
         }
         assert!(seen >= 6, "found only {seen} references");
+    }
+
+    #[test]
+    fn gzip_only_when_accepted() {
+        let with = |value: &str| {
+            let req = Request::builder()
+                .header(header::ACCEPT_ENCODING, value)
+                .body(())
+                .expect("request");
+            accepts_gzip(&req)
+        };
+        assert!(with("gzip, deflate, br"));
+        assert!(with("br;q=1.0, gzip;q=0.8"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("br, identity"));
+        assert!(!accepts_gzip(&Request::new(())));
     }
 
     #[test]
