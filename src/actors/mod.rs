@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -23,7 +22,7 @@ use crate::poll::CountsView;
 use broadcaster::BroadcasterHandle;
 use referral::ReferralHandle;
 use tally::TallyHandle;
-use writer::{RECOUNT_QUEUE, WriterHandle};
+use writer::WriterHandle;
 
 /// Handles to every actor; cloning is cheap.
 #[derive(Clone)]
@@ -46,7 +45,7 @@ impl Actors {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
-        let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
+        let (recount_tx, recount_rx) = tally::recount_channel();
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
             view.clone(),
             live.clone(),
