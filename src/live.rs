@@ -99,11 +99,6 @@ impl Live {
         })
     }
 
-    /// This replica's name in pub/sub messages.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// True when Redis answers PING in time.
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();

@@ -1,5 +1,5 @@
 //! Request bodies (size-limited, time-limited, JSON or form) and response
-//! builders. Every response of the service is built here.
+//! builders: every response is built here except `/stream`'s, which sse.rs streams.
 
 use std::convert::Infallible;
 use std::time::Duration;
