@@ -69,20 +69,20 @@ pub async fn handle(
     let method = method_label(req.method());
     let path = req.uri().path().to_owned();
     let (endpoint, resp) = match resolve(&path) {
-        None => (Endpoint::Other, body::error(&ApiError::NotFound)),
+        None => (None, body::error(&ApiError::NotFound)),
         Some((endpoint, allowed)) if !allowed.permits(req.method()) => (
-            endpoint,
+            Some(endpoint),
             body::error(&ApiError::MethodNotAllowed(allowed.header())),
         ),
         Some((endpoint, _)) => {
             let resp = dispatch(&state, endpoint, req)
                 .await
                 .unwrap_or_else(|e| body::error(&e));
-            (endpoint, resp)
+            (Some(endpoint), resp)
         }
     };
     let status = resp.status().as_u16();
-    if endpoint == Endpoint::Vote && resp.status().is_server_error() {
+    if endpoint == Some(Endpoint::Vote) && resp.status().is_server_error() {
         let detail = resp.extensions().get::<body::ErrorDetail>();
         let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());
         state.actors.broadcaster.report_failure(detail);
@@ -125,7 +125,6 @@ async fn dispatch(
         Endpoint::Version => Ok(probes::version(state)),
         Endpoint::Metrics => Ok(probes::metrics(state)),
         Endpoint::Static => Ok(assets::serve(&req)),
-        Endpoint::Other => Err(ApiError::NotFound),
     }
 }
 
