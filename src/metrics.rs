@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7), one registry per app instance so that tests
+//! Prometheus metrics (docs/contract.md#get-metrics), one registry per app instance so that tests
 //! can run several instances in one process. Label values come from closed
 //! sets (`Endpoint`, `method_label`, the statuses we produce), so no client
 //! can grow the label cardinality.

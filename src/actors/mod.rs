@@ -1,4 +1,4 @@
-//! The actor graph (SPEC §2), spawned in dependency order:
+//! The actor graph (README.md#how-it-works), spawned in dependency order:
 //! HTTP → ReferralValidator; HTTP → PersistenceWriter → VoteTally →
 //! (CountsView) → ResultsBroadcaster → `/stream`. The only back edge is the
 //! tally's recount request, a `try_send` that can never block.

@@ -1,5 +1,5 @@
 //! ReferralValidator: checks `?referral=` codes against `referral_partners`.
-//! Owns the referral cache (THE DELIBERATE BUG, SPEC §5). Called by the vote
+//! Owns the referral cache (THE DELIBERATE BUG, docs/contract.md). Called by the vote
 //! handler before a referral vote reaches the PersistenceWriter; the
 //! PostgreSQL lookups run in their own tasks so they never queue behind one another.
 

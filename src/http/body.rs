@@ -18,7 +18,7 @@ use super::error::ApiError;
 /// The response body type of every route.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Largest accepted request body (SPEC §4).
+/// Largest accepted request body (docs/contract.md#every-answer).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long a client may take to send its body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);

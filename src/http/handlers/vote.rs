@@ -101,7 +101,7 @@ async fn read_input(encoding: Encoding, req: Request<Incoming>) -> Result<VoteIn
 /// Validates and stores one vote; answers only after the commit.
 async fn record(state: &AppState, input: &VoteInput) -> Result<(Choice, Option<String>), ApiError> {
     let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
-    // An empty referral is the same as none (SPEC §4).
+    // An empty referral is the same as none (docs/contract.md#post-vote).
     let referral = input.referral.clone().filter(|r| !r.is_empty());
     if let Some(code) = &referral {
         if code.chars().count() > MAX_REFERRAL_CHARS {
