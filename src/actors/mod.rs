@@ -1,7 +1,7 @@
 //! The actor graph (README.md#how-it-works), spawned in dependency order:
 //! HTTP → ReferralValidator; HTTP → PersistenceWriter → VoteTally →
 //! (CountsView) → ResultsBroadcaster → `/stream`. The only back edge is the
-//! tally's recount request, a `try_send` that can never block.
+//! tally's recount request (`tally::RecountRequests`), `try_send` only.
 
 pub mod broadcaster;
 pub mod referral;

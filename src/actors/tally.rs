@@ -1,8 +1,8 @@
 //! VoteTally: owns this replica's view of the live counts and keeps Redis in
 //! step. The PersistenceWriter hands it every committed batch, recount and
-//! reset in commit order; it mirrors each to Redis in one round trip and
-//! offers the result to the shared `CountsView`. When Redis was down or
-//! emptied it asks the writer for a recount and rebuilds Redis from PostgreSQL.
+//! reset in commit order; it mirrors each to Redis in one round trip, offers
+//! the result to the shared `CountsView`, and rebuilds Redis from a recount
+//! when Redis was down or emptied. `RedisSync` decides (no I/O); this file acts.
 
 use std::sync::Arc;
 use std::time::Duration;
