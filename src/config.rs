@@ -1,4 +1,4 @@
-//! Typed configuration read once from the environment (SPEC §3).
+//! Typed configuration read once from the environment (README.md#configuration).
 //! `Config::from_env` is the only reader of process variables; everything
 //! else receives the parsed values, so tests build a `Config` by hand.
 
@@ -87,7 +87,7 @@ impl fmt::Debug for AdminToken {
 }
 
 impl Config {
-    /// Reads and validates every variable of SPEC §3.
+    /// Reads and validates every variable of README.md#configuration.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

@@ -238,17 +238,14 @@ fn metrics_only<B>(
     let started = Instant::now();
     let (endpoint, resp) = match (req.uri().path(), req.method()) {
         ("/metrics", &Method::GET | &Method::HEAD) => (
-            metrics::Endpoint::Metrics,
+            Some(metrics::Endpoint::Metrics),
             http::handlers::probes::metrics(state),
         ),
         ("/metrics", _) => (
-            metrics::Endpoint::Metrics,
+            Some(metrics::Endpoint::Metrics),
             http::body::error(&ApiError::MethodNotAllowed("GET, HEAD")),
         ),
-        _ => (
-            metrics::Endpoint::Other,
-            http::body::error(&ApiError::NotFound),
-        ),
+        _ => (None, http::body::error(&ApiError::NotFound)),
     };
     state.metrics.observe_request(
         metrics::method_label(req.method()),

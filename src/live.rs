@@ -107,7 +107,7 @@ impl Live {
         })
     }
 
-    /// This replica's name in pub/sub messages.
+    /// This replica's name in pub/sub messages (also names its timeline process).
     pub fn origin(&self) -> &str {
         &self.origin
     }

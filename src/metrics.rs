@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7), one registry per app instance so that tests
+//! Prometheus metrics (docs/contract.md#get-metrics), one registry per app instance so that tests
 //! can run several instances in one process. Label values come from closed
 //! sets (`Endpoint`, `method_label`, the statuses we produce), so no client
 //! can grow the label cardinality.
@@ -8,7 +8,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every route name used as the `endpoint` label.
+/// Every route name used as the `endpoint` label (an unknown path is `other`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Index,
@@ -30,7 +30,6 @@ pub enum Endpoint {
     Version,
     Metrics,
     Static,
-    Other,
 }
 
 impl Endpoint {
@@ -55,7 +54,6 @@ impl Endpoint {
             Endpoint::Version => "/version",
             Endpoint::Metrics => "/metrics",
             Endpoint::Static => "/static",
-            Endpoint::Other => "other",
         }
     }
 }
@@ -298,11 +296,12 @@ impl Metrics {
     pub fn observe_request(
         &self,
         method: &'static str,
-        endpoint: Endpoint,
+        endpoint: Option<Endpoint>,
         status: u16,
         seconds: f64,
     ) {
-        let endpoint = endpoint.label();
+        // An unknown path is one label, whatever the path.
+        let endpoint = endpoint.map_or("other", Endpoint::label);
         self.http_requests
             .with_label_values(&[method, endpoint, status_label(status)])
             .inc();
@@ -353,7 +352,7 @@ mod tests {
     #[test]
     fn exposes_the_spec_names() {
         let metrics = Metrics::new();
-        metrics.observe_request("POST", Endpoint::Vote, 503, 0.01);
+        metrics.observe_request("POST", Some(Endpoint::Vote), 503, 0.01);
         metrics.referral_cache_exhausted.inc();
         let text = String::from_utf8(metrics.render()).expect("utf-8");
         assert!(

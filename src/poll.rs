@@ -1,7 +1,9 @@
 //! The poll itself: the five choices, a count snapshot and the shared view of
-//! the latest snapshot. VoteTally offers snapshots of its own batches, the
-//! ResultsBroadcaster offers other replicas' snapshots from Redis pub/sub, and
-//! readers (`/votes`, `/stream`) only ever see the newest one.
+//! the latest snapshot. VoteTally offers snapshots of its own batches and
+//! rebuilds, the ResultsBroadcaster offers other replicas' snapshots from
+//! Redis pub/sub, and readers (`/votes`, `/stream`) only ever see the newest
+//! one. Nothing replaces the view unconditionally: a rebuild wins because its
+//! sequence is above every one seen before.
 
 use std::fmt;
 use std::str::FromStr;
@@ -187,11 +189,6 @@ impl CountsView {
         })
     }
 
-    /// Publishes `snapshot` unconditionally (a rebuild or reset is authoritative).
-    pub fn replace(&self, snapshot: Snapshot) {
-        self.tx.send_replace(snapshot);
-    }
-
     /// The newest snapshot.
     pub fn current(&self) -> Snapshot {
         *self.tx.borrow()
@@ -241,7 +238,7 @@ mod tests {
         assert!(view.offer(snap(5, 1, 6)), "local offline change accepted");
         assert!(view.offer(snap(6, 0, 7)));
         assert_eq!(view.current().counts.get(Choice::Print), 7);
-        view.replace(snap(1, 0, 0));
-        assert_eq!(view.current().seq, 1, "rebuilds replace unconditionally");
+        assert!(view.offer(snap(8, 0, 0)), "a rebuild wins by its sequence");
+        assert_eq!(view.current().counts.total(), 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Every row of the SPEC §4 table, on the real stack.
+//! Every route of docs/contract.md, on the real stack.
 
 mod common;
 

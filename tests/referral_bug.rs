@@ -1,4 +1,4 @@
-//! The deliberate bug (SPEC §5), exactly as the talk needs it.
+//! The deliberate bug (docs/contract.md#the-deliberate-bug), exactly as the talk needs it.
 
 mod common;
 

@@ -337,6 +337,85 @@ async fn take(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::poll::Choice;
+
+    /// A broadcaster whose Redis is unreachable (nothing listens on port 1),
+    /// so only this replica's changes reach it.
+    fn spawn_offline() -> (
+        BroadcasterHandle,
+        CountsView,
+        Arc<Metrics>,
+        CancellationToken,
+    ) {
+        let view = CountsView::new();
+        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (_hidden_tx, hidden) = watch::channel(false);
+        let (handle, _task) = BroadcasterHandle::spawn(
+            view.clone(),
+            live,
+            hidden,
+            "test".into(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        (handle, view, metrics, shutdown)
+    }
+
+    /// The next `votes` frame's `print` count, skipping status frames.
+    async fn next_print_count(frames: &mut broadcast::Receiver<Bytes>) -> u64 {
+        loop {
+            let frame = frames.recv().await.expect("broadcaster running");
+            let text = std::str::from_utf8(&frame).expect("UTF-8");
+            if let Some(data) = text.strip_prefix("event: votes\ndata: ") {
+                let json: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON");
+                return json["print"]["count"].as_u64().expect("a count");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_becomes_one_frame_with_the_newest_counts_after_frame_interval() {
+        let (handle, view, metrics, shutdown) = spawn_offline();
+        let (_, mut frames) = handle.subscribe();
+        let snap = |n| Snapshot {
+            counts: Counts([n, 0, 0, 0, 0]),
+            seq: n,
+            local: 0,
+        };
+        view.offer(snap(1));
+        assert_eq!(
+            next_print_count(&mut frames).await,
+            1,
+            "a lone change goes out at once"
+        );
+        let first = Instant::now();
+        for n in 2..=50 {
+            view.offer(snap(n));
+        }
+        assert_eq!(next_print_count(&mut frames).await, 50);
+        assert_eq!(
+            first.elapsed(),
+            FRAME_INTERVAL,
+            "the burst waited for the interval"
+        );
+        assert_eq!(metrics.sse_frames.get(), 2, "49 changes, one frame");
+        assert_eq!(view.current().counts.get(Choice::Print), 50);
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_reports_beyond_the_queue_are_dropped_and_counted() {
+        let (handle, _view, metrics, shutdown) = spawn_offline();
+        // The actor cannot run in between: the test holds the only thread.
+        for _ in 0..FAILURE_QUEUE + 3 {
+            handle.report_failure("PostgreSQL not available".into());
+        }
+        assert_eq!(handle.queue_depth(), FAILURE_QUEUE);
+        assert_eq!(metrics.failure_reports_dropped.get(), 3);
+        shutdown.cancel();
+    }
 
     #[test]
     fn failure_window_counts_the_last_minute_then_goes_quiet() {

@@ -1,7 +1,7 @@
-//! The actor graph (SPEC §2), spawned in dependency order:
+//! The actor graph (README.md#how-it-works), spawned in dependency order:
 //! HTTP → ReferralValidator; HTTP → PersistenceWriter → VoteTally →
 //! (CountsView) → ResultsBroadcaster → `/stream`. The only back edge is the
-//! tally's recount request, a `try_send` that can never block.
+//! tally's recount request (`tally::RecountRequests`), `try_send` only.
 
 pub mod broadcaster;
 pub mod referral;
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -28,7 +27,7 @@ use referral::ReferralHandle;
 use reveal::RevealHandle;
 use tally::TallyHandle;
 use timeline::TimelineHandle;
-use writer::{RECOUNT_QUEUE, WriterHandle};
+use writer::WriterHandle;
 
 /// Handles to every actor; cloning is cheap.
 #[derive(Clone)]
@@ -56,7 +55,7 @@ impl Actors {
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
         let process = process_name(live.origin());
-        let (recount_tx, recount_rx) = mpsc::channel(RECOUNT_QUEUE);
+        let (recount_tx, recount_rx) = tally::recount_channel();
         let (reveal, v_task) = RevealHandle::spawn(live.clone(), shutdown.clone());
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
             view.clone(),

@@ -1,5 +1,5 @@
 //! ReferralValidator: checks `?referral=` codes against `referral_partners`.
-//! Owns the referral cache (THE DELIBERATE BUG, SPEC §5). Called by the vote
+//! Owns the referral cache (THE DELIBERATE BUG, docs/contract.md). Called by the vote
 //! handler before a referral vote reaches the PersistenceWriter; the
 //! PostgreSQL lookups run in their own tasks so they never queue behind one
 //! another, at most `MAX_LOOKUPS` at a time.
@@ -171,5 +171,39 @@ async fn lookup(pool: &Pool, code: &str) -> Result<(), ReferralError> {
     match db::within(LOOKUP_TIMEOUT, db::partners::exists(pool, code)).await? {
         true => Ok(()),
         false => Err(ReferralError::Unknown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_mailbox_answers_unavailable_after_enqueue_timeout() {
+        let (tx, _mailbox) = mpsc::channel(1);
+        let referrals = ReferralHandle { tx };
+        let (reply, _) = oneshot::channel();
+        referrals
+            .tx
+            .try_send(ReferralMsg::ClearCache { reply })
+            .unwrap_or_else(|_| panic!("room for one"));
+        let started = Instant::now();
+        let answer = referrals.validate("conf-partner-2026").await;
+        assert!(matches!(answer, Err(ReferralError::Unavailable)));
+        assert_eq!(started.elapsed(), ENQUEUE_TIMEOUT);
+        assert_eq!(referrals.queue_depth(), 1, "nothing was squeezed in");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_reply_is_unavailable_at_once() {
+        let (tx, mut mailbox) = mpsc::channel(REFERRAL_QUEUE);
+        let referrals = ReferralHandle { tx };
+        // The validator takes the request and dies without answering.
+        tokio::spawn(async move { drop(mailbox.recv().await) });
+        let started = Instant::now();
+        let answer = referrals.validate("conf-partner-2026").await;
+        assert!(matches!(answer, Err(ReferralError::Unavailable)));
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

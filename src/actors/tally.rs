@@ -1,8 +1,8 @@
 //! VoteTally: owns this replica's view of the live counts and keeps Redis in
 //! step. The PersistenceWriter hands it every committed batch, recount and
-//! reset in commit order; it mirrors each to Redis in one round trip and
-//! offers the result to the shared `CountsView`. When Redis was down or
-//! emptied it asks the writer for a recount and rebuilds Redis from PostgreSQL.
+//! reset in commit order; it mirrors each to Redis in one round trip, offers
+//! the result to the shared `CountsView`, and rebuilds Redis from a recount
+//! when Redis was down or emptied. `RedisSync` decides (no I/O); this file acts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,21 +11,48 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::writer::Recount;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::poll::{Counts, CountsView, Snapshot};
+use crate::poll::{Counts, CountsView};
+use redis_sync::{Check, Checked, Fault, Mirrored, Reading, Recounted, RedisSync};
+
+mod redis_sync;
 
 /// Mailbox size. Only the writer sends here and it awaits room, which slows
 /// commits down instead of dropping a count.
 pub const TALLY_QUEUE: usize = 256;
 /// How often the tally checks that Redis still holds the counts.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Recounts that must show the same Redis/PostgreSQL mismatch before Redis
-/// is overwritten without being asked to (see `VoteTally::rebuild`).
-pub const MISMATCH_CONFIRMATIONS: u8 = 2;
 /// Upper bound for the writer waiting on the tally.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Recount requests waiting. Notification policy: `try_send`; a full queue
+/// means a recount is pending already, and the next check asks again if needed.
+pub const RECOUNT_QUEUE: usize = 4;
+
+/// Asks the PersistenceWriter to count `votes` and hand the result back
+/// through `TallyHandle::rebuild`, in commit order. `force` rebuilds Redis
+/// even when it looks in step.
+#[derive(Debug, Clone, Copy)]
+pub struct Recount {
+    pub force: bool,
+}
+
+/// The tally's end of the recount channel. It runs against the graph
+/// (tally → writer), so it can only `try_send`: the tally never waits on the writer.
+pub struct RecountRequests(mpsc::Sender<Recount>);
+
+impl RecountRequests {
+    /// Queues a recount; false when the queue is full (one is pending already).
+    pub fn try_request(&self, force: bool) -> bool {
+        self.0.try_send(Recount { force }).is_ok()
+    }
+}
+
+/// The recount channel: the tally's sending end and the writer's receiving end.
+pub fn recount_channel() -> (RecountRequests, mpsc::Receiver<Recount>) {
+    let (tx, rx) = mpsc::channel(RECOUNT_QUEUE);
+    (RecountRequests(tx), rx)
+}
 
 enum TallyMsg {
     Apply {
@@ -49,7 +76,7 @@ impl TallyHandle {
     pub fn spawn(
         live: Live,
         view: CountsView,
-        recounts: mpsc::Sender<Recount>,
+        recounts: RecountRequests,
         metrics: Arc<Metrics>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(TALLY_QUEUE);
@@ -59,10 +86,7 @@ impl TallyHandle {
             view,
             recounts,
             metrics,
-            // Out of step until proven otherwise: the first recount compares
-            // Redis with PostgreSQL at start-up.
-            in_step: false,
-            suspect: None,
+            sync: RedisSync::new(),
         };
         (TallyHandle { tx }, tokio::spawn(actor.run()))
     }
@@ -109,32 +133,14 @@ struct VoteTally {
     rx: mpsc::Receiver<TallyMsg>,
     live: Live,
     view: CountsView,
-    recounts: mpsc::Sender<Recount>,
+    recounts: RecountRequests,
     metrics: Arc<Metrics>,
-    /// False while Redis may lack some of our batches; cleared by a rebuild.
-    in_step: bool,
-    /// A mismatch seen by an unforced recount, waiting for confirmation.
-    suspect: Option<Mismatch>,
-}
-
-/// Redis minus PostgreSQL per choice, and how often it was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Mismatch {
-    diff: [i64; 5],
-    seen: u8,
-}
-
-fn difference(redis: &Counts, postgres: &Counts) -> [i64; 5] {
-    let mut diff = [0i64; 5];
-    for (d, (r, p)) in diff.iter_mut().zip(redis.0.iter().zip(postgres.0)) {
-        *d = *r as i64 - p as i64;
-    }
-    diff
+    sync: RedisSync,
 }
 
 impl VoteTally {
     async fn run(mut self) {
-        self.request_recount(false);
+        self.recounts.try_request(false);
         // The first check waits a full interval so the start-up recount (which
         // keeps Redis when it is in step) lands before a forced one could.
         let start = tokio::time::Instant::now() + CHECK_INTERVAL;
@@ -159,53 +165,36 @@ impl VoteTally {
     }
 
     async fn apply(&mut self, delta: Counts) {
-        if self.in_step {
-            let before = self.view.current();
-            match self.live.apply(&delta).await {
-                Ok(snapshot) if snapshot.seq > before.seq || before.seq == 0 => {
+        if self.sync.mirrors() {
+            let shown_seq = self.view.current().seq;
+            let answer = self.live.apply(&delta).await.inspect_err(|e| {
+                warn!(error = %e, "could not mirror votes to Redis");
+            });
+            match self.sync.mirrored(shown_seq, answer.ok()) {
+                Mirrored::Show(snapshot) => {
                     self.view.offer(snapshot);
                     return;
                 }
-                Ok(_) => {
-                    warn!("Redis sequence went backwards: Redis was emptied, rebuilding");
-                    self.out_of_step(false);
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not mirror votes to Redis");
-                    self.out_of_step(true);
-                }
+                Mirrored::CountLocally(fault) => self.fell_out(fault),
             }
         }
-        // Out of step: keep counting locally; the rebuild will catch Redis up.
-        let mut local = self.view.current();
-        for (n, d) in local.counts.0.iter_mut().zip(delta.0) {
-            *n += d;
-        }
-        local.local += 1;
+        let local = redis_sync::counted_locally(self.view.current(), &delta);
         self.view.offer(local);
     }
 
-    /// Replaces Redis with `counts` from PostgreSQL. Unforced (start-up), a
-    /// mismatch must be seen again before Redis is overwritten: another
-    /// replica may have committed between our recount and our read of Redis,
-    /// and overwriting then would drop its votes from the live counts.
+    /// Takes a recount from PostgreSQL: keeps Redis or rebuilds it.
     async fn rebuild(&mut self, counts: Counts, force: bool) {
-        if !force && let Ok(Some(stored)) = self.live.read().await {
-            let diff = difference(&stored.counts, &counts);
-            let seen = match self.suspect {
-                _ if diff == [0; 5] => 0,
-                Some(m) if m.diff == diff => m.seen + 1,
-                _ => 1,
-            };
-            if seen < MISMATCH_CONFIRMATIONS {
-                self.suspect = (seen > 0).then_some(Mismatch { diff, seen });
+        let redis = if force { None } else { Some(self.read().await) };
+        match self.sync.recounted(&counts, redis) {
+            Recounted::Keep(stored) => {
                 self.view.offer(stored);
-                self.in_step = true;
                 return;
             }
-            warn!(?diff, "Redis and PostgreSQL disagree, rebuilding Redis");
+            Recounted::Rebuild {
+                mismatch: Some(diff),
+            } => warn!(?diff, "Redis and PostgreSQL disagree, rebuilding Redis"),
+            Recounted::Rebuild { mismatch: None } => {}
         }
-        self.suspect = None;
         let newest = self.view.current();
         match self.live.rebuild(&counts, newest.seq).await {
             Ok(snapshot) => {
@@ -214,17 +203,14 @@ impl VoteTally {
                     "rebuilt Redis counts from PostgreSQL"
                 );
                 self.metrics.redis_rebuilds.inc();
+                self.sync.rebuilt(true);
                 self.view.offer(snapshot);
-                self.in_step = true;
             }
             Err(e) => {
                 warn!(error = %e, "could not rebuild Redis counts");
-                self.view.offer(Snapshot {
-                    counts,
-                    seq: newest.seq,
-                    local: newest.local + 1,
-                });
-                self.out_of_step(true);
+                self.sync.rebuilt(false);
+                self.metrics.redis_sync_failures.inc();
+                self.view.offer(redis_sync::local_change(newest, counts));
             }
         }
     }
@@ -232,40 +218,131 @@ impl VoteTally {
     /// Periodic repair: catches up with missed announcements, notices an
     /// emptied Redis, and asks for a rebuild once Redis is back.
     async fn check(&mut self) {
-        if !self.in_step {
-            if self.live.ping().await {
-                self.request_recount(true);
+        match self.sync.check() {
+            Check::Ping => {
+                if self.live.ping().await {
+                    self.recounts.try_request(true);
+                }
             }
-            return;
+            Check::Read { recount } => {
+                if recount {
+                    self.recounts.try_request(false);
+                }
+                let reading = self.read().await;
+                match self.sync.checked(reading) {
+                    Checked::Show(stored) => {
+                        self.view.offer(stored);
+                    }
+                    Checked::Lost => {
+                        warn!("Redis lost the counts, rebuilding from PostgreSQL");
+                        self.recounts.try_request(true);
+                    }
+                    Checked::Failed => self.fell_out(Fault::Failed),
+                }
+            }
         }
-        if self.suspect.is_some() {
-            self.request_recount(false);
-        }
+    }
+
+    async fn read(&self) -> Reading {
         match self.live.read().await {
-            Ok(Some(stored)) => {
-                self.view.offer(stored);
-            }
-            Ok(None) => {
-                warn!("Redis lost the counts, rebuilding from PostgreSQL");
-                self.out_of_step(false);
-                self.request_recount(true);
-            }
+            Ok(Some(stored)) => Reading::Stored(stored),
+            Ok(None) => Reading::Empty,
             Err(e) => {
                 warn!(error = %e, "Redis unavailable");
-                self.out_of_step(true);
+                Reading::Failed
             }
         }
     }
 
-    fn out_of_step(&mut self, redis_failed: bool) {
-        if redis_failed {
-            self.metrics.redis_sync_failures.inc();
+    fn fell_out(&self, fault: Fault) {
+        match fault {
+            Fault::Emptied => {
+                warn!("Redis sequence went backwards: Redis was emptied, rebuilding");
+            }
+            Fault::Failed => self.metrics.redis_sync_failures.inc(),
         }
-        self.in_step = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// A handle whose tally never answers: its mailbox is held but never read.
+    fn stuck_tally(capacity: usize) -> (TallyHandle, mpsc::Receiver<TallyMsg>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (TallyHandle { tx }, rx)
     }
 
-    fn request_recount(&self, force: bool) {
-        // Full queue: a recount is pending already; the next tick asks again if needed.
-        let _ = self.recounts.try_send(Recount { force });
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_tally_holds_the_writer_for_at_most_apply_timeout() {
+        let (tally, _mailbox) = stuck_tally(TALLY_QUEUE);
+        let started = Instant::now();
+        tally.apply(Counts([1, 0, 0, 0, 0])).await;
+        assert_eq!(started.elapsed(), APPLY_TIMEOUT);
+        assert_eq!(
+            tally.queue_depth(),
+            1,
+            "the batch still waits in the mailbox"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_mailbox_holds_the_writer_for_at_most_apply_timeout() {
+        let (tally, _mailbox) = stuck_tally(1);
+        let (done, _) = oneshot::channel();
+        let delta = Counts::default();
+        tally
+            .tx
+            .try_send(TallyMsg::Apply { delta, done })
+            .unwrap_or_else(|_| panic!("room for one"));
+        let started = Instant::now();
+        tally.rebuild(Counts::default(), true).await;
+        assert_eq!(started.elapsed(), APPLY_TIMEOUT);
+        assert_eq!(tally.queue_depth(), 1, "nothing was squeezed in");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_goes_on_as_soon_as_the_tally_confirms() {
+        let (tally, mut mailbox) = stuck_tally(TALLY_QUEUE);
+        let confirm = tokio::spawn(async move {
+            match mailbox.recv().await {
+                Some(TallyMsg::Apply { delta, done }) => {
+                    let _ = done.send(());
+                    delta
+                }
+                _ => panic!("expected the batch"),
+            }
+        });
+        let started = Instant::now();
+        tally.apply(Counts([0, 0, 2, 0, 0])).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(confirm.await.ok(), Some(Counts([0, 0, 2, 0, 0])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_tally_does_not_hold_the_writer() {
+        let (tally, mailbox) = stuck_tally(TALLY_QUEUE);
+        drop(mailbox);
+        let started = Instant::now();
+        tally.apply(Counts([1, 0, 0, 0, 0])).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn recount_requests_never_wait_and_a_full_queue_drops_them() {
+        let (requests, mut writer) = recount_channel();
+        for _ in 0..RECOUNT_QUEUE {
+            assert!(requests.try_request(false));
+        }
+        assert!(!requests.try_request(true), "full: one is pending already");
+        assert!(writer.try_recv().is_ok_and(|r| !r.force));
+        assert!(
+            requests.try_request(true),
+            "room again once the writer took one"
+        );
+        drop(writer);
+        assert!(!requests.try_request(true), "a gone writer is no panic");
     }
 }

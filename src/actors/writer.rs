@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use super::tally::TallyHandle;
+use super::tally::{Recount, TallyHandle};
 use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
 use crate::poll::{Choice, Counts};
@@ -46,8 +46,6 @@ pub const RETRY_BUDGET: Duration = Duration::from_secs(3);
 pub const COMMIT_BUDGET: Duration = Duration::from_secs(9);
 /// Safety net for a caller waiting on its answer (the writer answers well before).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Recount requests waiting; a full queue means one is pending already.
-pub const RECOUNT_QUEUE: usize = 4;
 
 /// Why a write was refused. Nothing refused was stored.
 #[derive(Debug, Error)]
@@ -90,13 +88,6 @@ enum WriterMsg {
     Reset {
         reply: Reply<()>,
     },
-}
-
-/// Asks the writer to count `votes` and hand the result to the tally.
-/// `force` rebuilds Redis even when it looks in step.
-#[derive(Debug, Clone, Copy)]
-pub struct Recount {
-    pub force: bool,
 }
 
 /// Cloneable handle to the PersistenceWriter.

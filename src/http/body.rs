@@ -1,5 +1,5 @@
 //! Request bodies (size-limited, time-limited, JSON or form) and response
-//! builders. Every response of the service is built here.
+//! builders: every response is built here except `/stream`'s, which sse.rs streams.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use super::error::ApiError;
 /// The response body type of every route.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Largest accepted request body (SPEC §4).
+/// Largest accepted request body (docs/contract.md#every-answer).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long a client may take to send its body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);

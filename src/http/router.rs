@@ -78,9 +78,9 @@ pub async fn handle(
     let metrics_apart = state.config.metrics_addr.is_some();
     let route = resolve(&path).filter(|(e, _)| !(metrics_apart && *e == Endpoint::Metrics));
     let (endpoint, resp) = match route {
-        None => (Endpoint::Other, body::error(&ApiError::NotFound)),
+        None => (None, body::error(&ApiError::NotFound)),
         Some((endpoint, allowed)) if !allowed.permits(req.method()) => (
-            endpoint,
+            Some(endpoint),
             body::error(&ApiError::MethodNotAllowed(allowed.header())),
         ),
         Some((endpoint, allowed)) => {
@@ -93,14 +93,14 @@ pub async fn handle(
                 Ok(()) => dispatch(&state, endpoint, req).await,
                 Err(e) => Err(e),
             };
-            (endpoint, resp.unwrap_or_else(|e| body::error(&e)))
+            (Some(endpoint), resp.unwrap_or_else(|e| body::error(&e)))
         }
     };
     let status = resp.status().as_u16();
-    if endpoint == Endpoint::Vote && state.config.timeline {
+    if endpoint == Some(Endpoint::Vote) && state.config.timeline {
         handlers::console::count_vote(&state, &resp);
     }
-    if endpoint == Endpoint::Vote && resp.status().is_server_error() {
+    if endpoint == Some(Endpoint::Vote) && resp.status().is_server_error() {
         let detail = resp.extensions().get::<body::ErrorDetail>();
         let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());
         state.actors.broadcaster.report_failure(detail);
@@ -145,7 +145,6 @@ async fn dispatch(
         Endpoint::Version => Ok(probes::version(state)),
         Endpoint::Metrics => Ok(probes::metrics(state)),
         Endpoint::Static => Ok(assets::serve(&req)),
-        Endpoint::Other => Err(ApiError::NotFound),
     }
 }
 

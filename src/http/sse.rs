@@ -22,7 +22,7 @@ use super::body::{self, Body};
 use crate::actors::broadcaster::BroadcasterHandle;
 use crate::metrics::Metrics;
 
-/// Longest silence before a keep-alive comment (SPEC: at least every 15 s).
+/// Longest silence before a keep-alive comment (docs/contract.md#get-stream).
 pub const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Tells EventSource how long to wait before reconnecting.
 const RETRY_FRAME: &[u8] = b"retry: 2000\n\n";

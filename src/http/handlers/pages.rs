@@ -109,7 +109,7 @@ pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
 
 /// Whether the client is a browser navigating (a form post), which should
 /// get a page: `Accept` names `text/html`. API clients (curl, tests, `oha`)
-/// do not, and keep the JSON contract of SPEC §4.
+/// do not, and keep the JSON answers of docs/contract.md.
 pub fn wants_html<B>(req: &Request<B>) -> bool {
     req.headers()
         .get_all(header::ACCEPT)

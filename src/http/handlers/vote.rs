@@ -154,7 +154,7 @@ async fn record(
         return Err(ApiError::InvalidIdempotencyKey);
     }
     let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
-    // An empty referral is the same as none (SPEC §4).
+    // An empty referral is the same as none (docs/contract.md#post-vote).
     let referral = input.referral.clone().filter(|r| !r.is_empty());
     if let Some(code) = &referral {
         if code.chars().count() > MAX_REFERRAL_CHARS {
