@@ -302,7 +302,7 @@ impl Announcement {
     }
 }
 
-/// Set while the speaker hides the results (SPEC §10.3); absent means visible.
+/// Set while the speaker hides the results (docs/contract.md, the speaker's console); absent means visible.
 pub const HIDDEN_KEY: &str = "vote-api:results-hidden";
 /// Pub/sub channel announcing reveal changes as `hidden` / `visible`
 /// (database number appended, as for the counts channel).

@@ -1,4 +1,4 @@
-//! Static assets (SPEC §10.1): pages name fingerprinted, long-cached URLs;
+//! Static assets (docs/contract.md, connection budgets): pages name fingerprinted, long-cached URLs;
 //! text assets come gzipped when the client accepts it and decode to the
 //! very bytes served uncompressed.
 

@@ -1,4 +1,4 @@
-//! The speaker's console (SPEC §10.3): hiding and revealing the results on
+//! The speaker's console (docs/contract.md, the speaker's console): hiding and revealing the results on
 //! every replica, the incident timeline and the CSV exports, on the real
 //! PostgreSQL and Redis.
 

@@ -1,4 +1,4 @@
-//! Crowds (SPEC §10.1): connection budgets for screens and for everything
+//! Crowds (docs/contract.md, connection budgets): connection budgets for screens and for everything
 //! else, readiness through a Redis outage, PostgreSQL budgeted per use.
 
 mod common;

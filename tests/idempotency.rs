@@ -1,4 +1,4 @@
-//! Exactly-once votes (SPEC §10.2): `Idempotency-Key` and the form's
+//! Exactly-once votes (docs/contract.md, exactly-once votes): `Idempotency-Key` and the form's
 //! `vote_id` against the real stack — repeats, concurrent repeats, another
 //! replica, a PostgreSQL stall held by another session, reset; and the bad
 //! bodies that must be 400.

@@ -17,7 +17,7 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 
     redis.stop();
-    // Probes share one check for a second (SPEC §10.1).
+    // Probes share one check for a second (docs/contract.md, connection budgets).
     assert!(
         eventually(WAIT, || async {
             let ready = app.get("/ready").await;

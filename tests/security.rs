@@ -1,4 +1,4 @@
-//! Safer defaults (SPEC §10.4): admin without ADMIN_TOKEN from loopback only,
+//! Safer defaults (docs/contract.md, safer defaults): admin without ADMIN_TOKEN from loopback only,
 //! no state-changing POST from another site, /metrics on METRICS_ADDR only,
 //! forged pub/sub messages ignored and counted. The non-loopback branch of
 //! the admin decision is unit-tested in src/http/guard.rs: tests never send

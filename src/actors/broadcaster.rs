@@ -125,7 +125,7 @@ impl BroadcasterHandle {
 }
 
 /// The SSE frame for `counts`: `event: votes` with the `/votes` JSON, or
-/// only the total while the results are hidden (SPEC §10.3).
+/// only the total while the results are hidden (docs/contract.md, the speaker's console).
 pub fn votes_frame(counts: &Counts, hidden: bool) -> Bytes {
     let json = if hidden {
         hidden_json(counts)

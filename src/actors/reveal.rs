@@ -1,4 +1,4 @@
-//! The reveal switch (SPEC §10.3): whether the projector shows the bars or
+//! The reveal switch (docs/contract.md, the speaker's console): whether the projector shows the bars or
 //! RESULTS HIDDEN. Redis holds the flag for every replica and announces each
 //! change; a follower task mirrors it into a local `watch`, so `/votes`, the
 //! ResultsBroadcaster and the pages read it without a round trip.

@@ -30,7 +30,7 @@ pub const MAX_PENDING: usize = 20_000;
 /// How long a reset waits for the timeline to be emptied.
 pub const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What happened to one vote (SPEC §10.3); `Invalid` is any 4xx refusal.
+/// What happened to one vote (docs/contract.md, the speaker's console); `Invalid` is any 4xx refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Accepted,

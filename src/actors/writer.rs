@@ -3,7 +3,7 @@
 //! INSERT, and each caller is answered only after its batch committed. It
 //! also serialises resets and recounts with the commits, so VoteTally sees
 //! batches, recounts and resets in exactly the order PostgreSQL applied them.
-//! Exactly once (SPEC §10.2): a batch's id and its votes' idempotency keys
+//! Exactly once (docs/contract.md, exactly-once votes): a batch's id and its votes' idempotency keys
 //! are unique in PostgreSQL, so a retry, a repeat or another replica
 //! conflicts instead of storing twice, and no caller is answered before the
 //! writer knows whether its vote is stored.

@@ -1,4 +1,4 @@
-//! Connection budgets (SPEC §10.1): every accepted connection takes a slot
+//! Connection budgets (docs/contract.md, connection budgets): every accepted connection takes a slot
 //! of the general budget; a connection whose request turns out to be
 //! `GET /stream` trades it for a slot of the stream budget. So screens can
 //! never hold the connections that votes, pages and probes need, and a
@@ -17,7 +17,7 @@ pub const FD_HEADROOM: u64 = 256;
 /// votes and pages (oha's 256 connections, a crowd of phones between two
 /// votes), while the rest of the open files go to screens.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// What one idle stream may cost in memory (SPEC §10.1), for the default
+/// What one idle stream may cost in memory (docs/contract.md, connection budgets), for the default
 /// stream budget under a memory limit.
 pub const STREAM_MEMORY_BYTES: u64 = 12 * 1024;
 /// Memory kept for everything but streams under a memory limit.

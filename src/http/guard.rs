@@ -1,4 +1,4 @@
-//! Who may change state (SPEC §10.4). Two checks, each in one place:
+//! Who may change state (docs/contract.md, safer defaults). Two checks, each in one place:
 //! - `same_origin`: the router runs it on every `POST`, so a page on another
 //!   site cannot make a visitor's browser vote or reset;
 //! - `authorize`: the admin decision, called by every admin handler through

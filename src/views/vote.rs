@@ -2,7 +2,7 @@
 //! the page a refused no-JavaScript vote lands on. The form works without
 //! script; `vote.js` enhances it (JSON, loading state, confirmation, and the
 //! failure dialog whose markup is rendered here, hidden). Every vote form
-//! carries a `vote_id`, so a form posted twice is counted once (SPEC §10.2).
+//! carries a `vote_id`, so a form posted twice is counted once (docs/contract.md, exactly-once votes).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

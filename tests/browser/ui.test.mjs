@@ -566,7 +566,7 @@ test("a page on another site cannot vote or reset through the visitor's browser:
   }
 });
 
-// ---- The speaker's console (SPEC §10.3) -------------------------------------------
+// ---- The speaker's console (docs/contract.md, the speaker's console) -------------------------------------------
 
 function setVisible(visible) {
   return api(`/admin/results?visible=${visible}`, {

@@ -1,4 +1,4 @@
-//! The speaker's console (SPEC §10.3): hiding and revealing the results
+//! The speaker's console (docs/contract.md, the speaker's console): hiding and revealing the results
 //! (`/votes` then tells only the total), the incident timeline (counted by
 //! `count_vote`, drawn by `/timeline`, served by `/timeline.json`) and the
 //! CSV exports. Admin actions use the same check as the reset

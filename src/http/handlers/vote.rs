@@ -16,7 +16,7 @@ use crate::poll::Choice;
 
 /// Longest referral code accepted (partner codes are far shorter).
 pub const MAX_REFERRAL_CHARS: usize = 64;
-/// Longest idempotency key accepted (SPEC §10.2).
+/// Longest idempotency key accepted (docs/contract.md, exactly-once votes).
 pub const MAX_KEY_CHARS: usize = 64;
 
 /// The client's key for one vote, reused for every retry of it.
@@ -132,7 +132,7 @@ fn header_key<B>(req: &Request<B>) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
-/// 1–64 visible ASCII characters (SPEC §10.2).
+/// 1–64 visible ASCII characters (docs/contract.md, exactly-once votes).
 fn valid_key(key: &str) -> bool {
     (1..=MAX_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
