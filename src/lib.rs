@@ -238,11 +238,11 @@ fn metrics_only<B>(
     let started = Instant::now();
     let (endpoint, resp) = match (req.uri().path(), req.method()) {
         ("/metrics", &Method::GET | &Method::HEAD) => (
-            Some(metrics::Endpoint::Metrics),
+            Some(http::router::Endpoint::Metrics),
             http::handlers::probes::metrics(state),
         ),
         ("/metrics", _) => (
-            Some(metrics::Endpoint::Metrics),
+            Some(http::router::Endpoint::Metrics),
             http::body::error(&ApiError::MethodNotAllowed("GET, HEAD")),
         ),
         _ => (None, http::body::error(&ApiError::NotFound)),

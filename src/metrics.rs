@@ -8,55 +8,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every route name used as the `endpoint` label (an unknown path is `other`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Index,
-    Vote,
-    Thanks,
-    Votes,
-    Stream,
-    Results,
-    Admin,
-    AdminReset,
-    AdminResults,
-    AdminExport,
-    AdminTimelineCsv,
-    Timeline,
-    TimelineJson,
-    Health,
-    Ready,
-    ReadyVotes,
-    Version,
-    Metrics,
-    Static,
-}
-
-impl Endpoint {
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Index => "/",
-            Endpoint::Vote => "/vote",
-            Endpoint::Thanks => "/thanks",
-            Endpoint::Votes => "/votes",
-            Endpoint::Stream => "/stream",
-            Endpoint::Results => "/results",
-            Endpoint::Admin => "/admin",
-            Endpoint::AdminReset => "/admin/reset",
-            Endpoint::AdminResults => "/admin/results",
-            Endpoint::AdminExport => "/admin/export.csv",
-            Endpoint::AdminTimelineCsv => "/admin/timeline.csv",
-            Endpoint::Timeline => "/timeline",
-            Endpoint::TimelineJson => "/timeline.json",
-            Endpoint::Health => "/health",
-            Endpoint::Ready => "/ready",
-            Endpoint::ReadyVotes => "/ready/votes",
-            Endpoint::Version => "/version",
-            Endpoint::Metrics => "/metrics",
-            Endpoint::Static => "/static",
-        }
-    }
-}
+use crate::http::router::Endpoint;
 
 /// Maps a request method to a bounded label value.
 pub fn method_label(method: &hyper::Method) -> &'static str {

@@ -120,7 +120,7 @@ impl BroadcasterHandle {
 
     /// Failure reports waiting.
     pub fn queue_depth(&self) -> usize {
-        self.failures.max_capacity() - self.failures.capacity()
+        super::mailbox::depth(&self.failures)
     }
 }
 

@@ -4,6 +4,7 @@
 //! tally's recount request (`tally::RecountRequests`), `try_send` only.
 
 pub mod broadcaster;
+pub mod mailbox;
 pub mod referral;
 pub mod reveal;
 pub mod tally;

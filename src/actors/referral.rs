@@ -10,6 +10,8 @@ use deadpool_postgres::Pool;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use super::mailbox;
 use tracing::warn;
 
 use crate::db::{self, DbError};
@@ -86,16 +88,13 @@ impl ReferralHandle {
 
     /// Messages waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        super::mailbox::depth(&self.tx)
     }
 
     async fn ask<T>(&self, msg: impl FnOnce(Reply<T>) -> ReferralMsg) -> Result<T, ReferralError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send_timeout(msg(reply), ENQUEUE_TIMEOUT)
+        mailbox::ask(&self.tx, ENQUEUE_TIMEOUT, None, msg)
             .await
-            .map_err(|_| ReferralError::Unavailable)?;
-        answer.await.unwrap_or(Err(ReferralError::Unavailable))
+            .unwrap_or(Err(ReferralError::Unavailable))
     }
 }
 

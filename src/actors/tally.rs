@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use super::mailbox;
 use tracing::{info, warn};
 
 use crate::live::Live;
@@ -108,22 +110,17 @@ impl TallyHandle {
 
     /// Messages waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        super::mailbox::depth(&self.tx)
     }
 
     async fn send(&self, msg: impl FnOnce(oneshot::Sender<()>) -> TallyMsg) {
-        let (done, wait) = oneshot::channel();
-        let delivered = async {
-            self.tx.send(msg(done)).await.ok()?;
-            wait.await.ok()
-        };
+        let delivered = mailbox::ask(&self.tx, APPLY_TIMEOUT, None, msg);
         // Votes are already durable here; a stuck tally only delays the mirror.
-        if tokio::time::timeout(APPLY_TIMEOUT, delivered)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-        {
+        // One bound for room in the mailbox and the confirmation together.
+        if !matches!(
+            tokio::time::timeout(APPLY_TIMEOUT, delivered).await,
+            Ok(Ok(()))
+        ) {
             warn!("vote tally did not confirm within {APPLY_TIMEOUT:?}");
         }
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use super::mailbox;
 use tracing::warn;
 
 use crate::db::{self, DbError};
@@ -132,20 +134,19 @@ impl TimelineHandle {
     /// Empties the timeline of every process (PostgreSQL) and this one's
     /// unsent counts. Other processes' unsent counts (under a second) follow.
     pub async fn reset(&self) -> Result<(), TimelineError> {
-        let (reply, answer) = oneshot::channel();
-        let asked = async {
-            self.tx.send(TimelineMsg::Reset { reply }).await.ok()?;
-            answer.await.ok()
-        };
+        // One bound for room in the mailbox and the answer together.
+        let asked = mailbox::ask(&self.tx, RESET_TIMEOUT, None, |reply| TimelineMsg::Reset {
+            reply,
+        });
         match tokio::time::timeout(RESET_TIMEOUT, asked).await {
-            Ok(Some(result)) => Ok(result?),
+            Ok(Ok(result)) => Ok(result?),
             _ => Err(TimelineError::Unavailable),
         }
     }
 
     /// Notifications waiting.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        super::mailbox::depth(&self.tx)
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
+use super::mailbox::{self, Unanswered};
 use super::tally::{Recount, TallyHandle};
 use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
@@ -134,7 +135,7 @@ impl WriterHandle {
 
     /// Messages waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        super::mailbox::depth(&self.tx)
     }
 
     async fn ask<T>(
@@ -142,15 +143,11 @@ impl WriterHandle {
         limit: Duration,
         msg: impl FnOnce(Reply<T>) -> WriterMsg,
     ) -> Result<T, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send_timeout(msg(reply), ENQUEUE_TIMEOUT)
-            .await
-            .map_err(|_| WriteError::Overloaded)?;
-        match tokio::time::timeout(limit, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(WriteError::Unavailable),
-            Err(_) => {
+        match mailbox::ask(&self.tx, ENQUEUE_TIMEOUT, Some(limit), msg).await {
+            Ok(result) => result,
+            Err(Unanswered::Full) => Err(WriteError::Overloaded),
+            Err(Unanswered::Gone) => Err(WriteError::Unavailable),
+            Err(Unanswered::Late) => {
                 error!("vote writer did not answer within {limit:?}");
                 Err(WriteError::Unavailable)
             }

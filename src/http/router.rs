@@ -14,7 +14,58 @@ use super::AppState;
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::{guard, handlers};
-use crate::metrics::{Endpoint, method_label};
+use crate::metrics::method_label;
+
+/// Every route, named by its `endpoint` metric label (an unknown path is
+/// `None`, labelled `other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Index,
+    Vote,
+    Thanks,
+    Votes,
+    Stream,
+    Results,
+    Admin,
+    AdminReset,
+    AdminResults,
+    AdminExport,
+    AdminTimelineCsv,
+    Timeline,
+    TimelineJson,
+    Health,
+    Ready,
+    ReadyVotes,
+    Version,
+    Metrics,
+    Static,
+}
+
+impl Endpoint {
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Index => "/",
+            Endpoint::Vote => "/vote",
+            Endpoint::Thanks => "/thanks",
+            Endpoint::Votes => "/votes",
+            Endpoint::Stream => "/stream",
+            Endpoint::Results => "/results",
+            Endpoint::Admin => "/admin",
+            Endpoint::AdminReset => "/admin/reset",
+            Endpoint::AdminResults => "/admin/results",
+            Endpoint::AdminExport => "/admin/export.csv",
+            Endpoint::AdminTimelineCsv => "/admin/timeline.csv",
+            Endpoint::Timeline => "/timeline",
+            Endpoint::TimelineJson => "/timeline.json",
+            Endpoint::Health => "/health",
+            Endpoint::Ready => "/ready",
+            Endpoint::ReadyVotes => "/ready/votes",
+            Endpoint::Version => "/version",
+            Endpoint::Metrics => "/metrics",
+            Endpoint::Static => "/static",
+        }
+    }
+}
 
 /// Which methods a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

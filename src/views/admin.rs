@@ -52,9 +52,7 @@ pub fn admin(view: &Admin) -> Markup {
                         p { "Between talks, reset the session: every vote is deleted from PostgreSQL and Redis; referral partners stay." }
                         form method="get" action="/admin" {
                             input type="hidden" name="step" value="confirm";
-                            @if let Some(conf) = page.conference {
-                                input type="hidden" name="conf" value=(conf.key());
-                            }
+                            (page.carried_fields())
                             button type="submit" class="btn btn--danger" { "RESET SESSION" }
                         }
                     }

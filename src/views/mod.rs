@@ -45,6 +45,18 @@ impl Page {
     pub fn link(&self, path: &str) -> String {
         format!("{path}{}", self.carry_query())
     }
+
+    /// The same context as hidden form fields, for every form a page posts.
+    pub fn carried_fields(&self) -> maud::Markup {
+        maud::html! {
+            @if let Some(referral) = &self.referral {
+                input type="hidden" name="referral" value=(referral);
+            }
+            @if let Some(conf) = self.conference {
+                input type="hidden" name="conf" value=(conf.key());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +75,21 @@ mod tests {
             "/results?referral=a+b%26c&conf=kubecon"
         );
         assert_eq!(Page::default().link("/"), "/");
+    }
+
+    #[test]
+    fn carried_fields_escape_the_referral_and_keep_conf() {
+        let page = Page {
+            referral: Some("a\"><b".into()),
+            conference: Some(Conference::Kubecon),
+            ..Page::default()
+        };
+        let html = page.carried_fields().into_string();
+        assert!(
+            html.contains(r#"name="referral" value="a&quot;&gt;&lt;b""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"name="conf" value="kubecon""#), "{html}");
+        assert_eq!(Page::default().carried_fields().into_string(), "");
     }
 }

@@ -41,12 +41,7 @@ pub fn vote(page: &Page) -> Markup {
             }
             form method="post" action="/vote" id="vote-form" class="choices" aria-labelledby="question" {
                 input type="hidden" name="vote_id" value=(fresh_vote_id());
-                @if let Some(referral) = &page.referral {
-                    input type="hidden" name="referral" value=(referral);
-                }
-                @if let Some(conf) = page.conference {
-                    input type="hidden" name="conf" value=(conf.key());
-                }
+                (page.carried_fields())
                 @for (n, choice) in Choice::ALL.iter().enumerate() {
                     button type="submit" name="choice" value=(choice.key()) class="choice" {
                         span class="choice__num" aria-hidden="true" { (n + 1) }
@@ -157,12 +152,7 @@ pub fn refused(view: &Refused) -> Markup {
                         @if let Some(vote_id) = view.vote_id {
                             input type="hidden" name="vote_id" value=(vote_id);
                         }
-                        @if let Some(referral) = &page.referral {
-                            input type="hidden" name="referral" value=(referral);
-                        }
-                        @if let Some(conf) = page.conference {
-                            input type="hidden" name="conf" value=(conf.key());
-                        }
+                        (page.carried_fields())
                         button type="submit" class="btn" { "Try again: " (choice.label()) }
                         a class="btn btn--ghost" href=(page.link("/")) { "Back to the question" }
                     }

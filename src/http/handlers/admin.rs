@@ -46,7 +46,7 @@ pub async fn reset(
 ) -> Result<Response<Body>, ApiError> {
     let query: ResetQuery = body::query(req.uri().query());
     let credentials = Credentials::of(&req);
-    let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
+    let from_page = pages::Answer::of(&req) == pages::Answer::Page;
     if !from_page {
         // The API: token in the header, options in the query, JSON answer.
         let message = run_reset(state, &credentials, &query, None).await?;

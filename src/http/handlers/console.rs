@@ -63,7 +63,7 @@ pub async fn results_visibility(
 ) -> Result<Response<Body>, ApiError> {
     let query: VisibilityQuery = body::query(req.uri().query());
     let credentials = Credentials::of(&req);
-    let from_page = body::encoding(&req).ok() == Some(Encoding::Form) && pages::wants_html(&req);
+    let from_page = pages::Answer::of(&req) == pages::Answer::Page;
     if !from_page {
         let (visible, message) = set_visibility(state, &credentials, None, &query).await?;
         return Ok(body::json(

@@ -107,6 +107,26 @@ pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
     body::html(StatusCode::OK, views::admin::admin(&view))
 }
 
+/// How a `POST` is answered: JSON for API clients, a page for a browser that
+/// posted one of our plain forms (the one negotiation every handler uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Json,
+    Page,
+}
+
+impl Answer {
+    /// A page only for a form post whose `Accept` names `text/html`.
+    pub fn of<B>(req: &Request<B>) -> Answer {
+        let form = body::encoding(req).ok() == Some(body::Encoding::Form);
+        if form && wants_html(req) {
+            Answer::Page
+        } else {
+            Answer::Json
+        }
+    }
+}
+
 /// Whether the client is a browser navigating (a form post), which should
 /// get a page: `Accept` names `text/html`. API clients (curl, tests, `oha`)
 /// do not, and keep the JSON answers of docs/contract.md.

@@ -64,7 +64,7 @@ pub async fn vote(
 ) -> Result<Response<Body>, ApiError> {
     let encoding = body::encoding(&req)?;
     // A browser posting the plain form gets a page for an error, not JSON.
-    let page = encoding == Encoding::Form && pages::wants_html(&req);
+    let page = pages::Answer::of(&req) == pages::Answer::Page;
     let header_key = header_key(&req);
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
