@@ -4,19 +4,18 @@
 //! PostgreSQL lookups run in their own tasks so they never queue behind one
 //! another, at most `MAX_LOOKUPS` at a time.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-use super::mailbox;
 use tracing::warn;
 
+use super::mailbox;
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
-use std::sync::Arc;
 
 /// Mailbox size. Request path: callers wait up to `ENQUEUE_TIMEOUT`, then 503.
 pub const REFERRAL_QUEUE: usize = 1024;
