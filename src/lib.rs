@@ -153,7 +153,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     info!(%addr, version = %state.config.app_version, "vote-api listening");
     let metrics_task = metrics_listener.map(|(listener, at)| {
         info!(addr = %at, "metrics on their own listener");
-        tokio::spawn(serve_metrics(listener, state.clone(), shutdown.clone()))
+        tokio::spawn(http::serve_metrics(
+            listener,
+            state.clone(),
+            shutdown.clone(),
+        ))
     });
 
     let token = shutdown.clone();
@@ -180,80 +184,6 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     Ok((listener, bound))
-}
-
-/// Connections the metrics listener serves at once: Prometheus needs one or two.
-const METRICS_CONNECTIONS: usize = 8;
-
-/// The `METRICS_ADDR` listener: `GET /metrics` and nothing else, so the
-/// public port never shows queue depths and process figures.
-async fn serve_metrics(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.cancelled() => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(metrics_only(&state, &req)) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(http::HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(http::SHUTDOWN_GRACE, graceful.shutdown()).await;
-}
-
-fn metrics_only<B>(
-    state: &Arc<AppState>,
-    req: &hyper::Request<B>,
-) -> hyper::Response<http::body::Body> {
-    use http::error::ApiError;
-    use hyper::Method;
-    let started = Instant::now();
-    let (endpoint, resp) = match (req.uri().path(), req.method()) {
-        ("/metrics", &Method::GET | &Method::HEAD) => (
-            Some(http::router::Endpoint::Metrics),
-            http::handlers::probes::metrics(state),
-        ),
-        ("/metrics", _) => (
-            Some(http::router::Endpoint::Metrics),
-            http::body::error(&ApiError::MethodNotAllowed("GET, HEAD")),
-        ),
-        _ => (None, http::body::error(&ApiError::NotFound)),
-    };
-    state.metrics.observe_request(
-        metrics::method_label(req.method()),
-        endpoint,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    resp
 }
 
 /// A name for this replica in pub/sub messages: the pod name when present.

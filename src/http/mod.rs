@@ -55,6 +55,41 @@ pub struct AppState {
 
 /// Serves until `shutdown` is cancelled, then drains connections.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let own = state.clone();
+    accept_loop(listener, state, &own.admission, router::handle, shutdown).await;
+}
+
+/// Connections the metrics listener serves at once: Prometheus needs one or two.
+const METRICS_CONNECTIONS: usize = 8;
+
+/// The `METRICS_ADDR` listener: `GET /metrics` and nothing else, so the
+/// public port never shows queue depths and process figures.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) {
+    let admission = Admission::new(admission::Budgets {
+        streams: 0,
+        others: METRICS_CONNECTIONS,
+    });
+    accept_loop(listener, state, &admission, router::metrics_only, shutdown).await;
+}
+
+/// Accepts within `admission`'s general budget and serves each connection
+/// with `handler` until `shutdown`, then drains connections.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    admission: &Admission,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Arc<AppState>, hyper::Request<hyper::body::Incoming>) -> F + Copy + Send + 'static,
+    F: Future<Output = Result<hyper::Response<body::Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -71,7 +106,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         // With the general budget full this one waits and the loop accepts no
         // more: later connections wait in the kernel's backlog.
         let slot = tokio::select! {
-            slot = state.admission.connection() => Arc::new(slot),
+            slot = admission.connection() => Arc::new(slot),
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
@@ -81,7 +116,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
             req.extensions_mut().insert(slot.clone());
-            router::handle(state.clone(), req)
+            handler(state.clone(), req)
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

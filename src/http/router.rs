@@ -170,6 +170,31 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// Entry point of the `METRICS_ADDR` listener: `/metrics` and nothing else.
+pub async fn metrics_only(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let (endpoint, resp) = match resolve(req.uri().path()) {
+        Some((Endpoint::Metrics, allowed)) if allowed.permits(req.method()) => {
+            (Some(Endpoint::Metrics), handlers::probes::metrics(&state))
+        }
+        Some((Endpoint::Metrics, allowed)) => (
+            Some(Endpoint::Metrics),
+            body::error(&ApiError::MethodNotAllowed(allowed.header())),
+        ),
+        _ => (None, body::error(&ApiError::NotFound)),
+    };
+    state.metrics.observe_request(
+        method_label(req.method()),
+        endpoint,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(resp)
+}
+
 async fn dispatch(
     state: &Arc<AppState>,
     endpoint: Endpoint,
