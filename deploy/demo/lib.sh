@@ -78,9 +78,12 @@ wait_frame() {
   fail "/stream did not show $want votes within 5 s (last frame: ${frame:-none})"
 }
 # watch_stream NAME: a /stream client in the background, its frames in $DEMO_RUN/NAME.sse.
+# The file is created here, not by the background job's redirection: the job
+# may not have run yet when wait_frame first reads it.
 watch_stream() {
   STREAM_FILE="$DEMO_RUN/$1.sse"
-  curl -sN --max-time 600 "$VOTE_URL/stream" >"$STREAM_FILE" 2>/dev/null &
+  : >"$STREAM_FILE"
+  curl -sN --max-time 600 "$VOTE_URL/stream" >>"$STREAM_FILE" 2>/dev/null &
   STREAM_PIDS+=("$!")
 }
 STREAM_PIDS=()
