@@ -2,14 +2,16 @@
 //! connections open from one source address (loopback only), paces one vote
 //! every `--pace-ms` and measures how long each screen takes to show it.
 //!
-//!   sse-load --addr 127.0.0.1:8000 --streams 9000 --source 127.0.0.2 --hold 10
+//!   sse-load --addr 127.0.0.1:8000 --streams 9000 --source 127.0.0.2 --hold 10 --probe print
 //!
 //! Prints `connected N` once every stream got its first frame (the bench
 //! starts oha then), and a JSON summary at the end. Everything is bounded in
 //! time: connecting (`CONNECT_WAIT`), holding (`--hold`), catching up
-//! (`CATCH_UP`). Vote→screen latency is measured from the pacer's `200` to
-//! the first frame whose total reaches the `/votes` total read right after
-//! it: an upper bound, as that total may include a few later votes.
+//! (`CATCH_UP`). The pacer votes for the `--probe` choice, which nothing else
+//! votes for (the bench gives every client process its own and oha votes
+//! `ai`), so its k-th `200` means that choice's count is exactly the count
+//! at the start plus k: vote→screen latency is from that `200` to the first
+//! frame showing that count.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +37,8 @@ struct Args {
     source: IpAddr,
     hold: Duration,
     pace: Duration,
+    /// The choice only this process's pacer votes for.
+    probe: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         source: "127.0.0.1".parse().expect("valid"),
         hold: Duration::from_secs(5),
         pace: Duration::from_millis(100),
+        probe: "print".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +60,10 @@ fn parse_args() -> Result<Args, String> {
             "--source" => args.source = value.parse().map_err(|e| bad(&e))?,
             "--hold" => args.hold = Duration::from_secs_f64(value.parse().map_err(|e| bad(&e))?),
             "--pace-ms" => args.pace = Duration::from_millis(value.parse().map_err(|e| bad(&e))?),
+            "--probe" if value != "ai" && value.bytes().all(|b| b.is_ascii_lowercase()) => {
+                args.probe = value
+            }
+            "--probe" => return Err(format!("--probe {value}: a choice other than ai (oha's)")),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -64,12 +73,19 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// What one screen saw: when it connected and (arrival, total) per votes frame.
+/// What one screen saw: when it connected and, per votes frame, its arrival,
+/// the total and the probe choice's count.
 #[derive(Default)]
 struct Screen {
     connect: Option<Duration>,
     refused: bool,
-    frames: Vec<(Instant, u64)>,
+    frames: Vec<Frame>,
+}
+
+struct Frame {
+    at: Instant,
+    total: u64,
+    probe: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -86,11 +102,14 @@ async fn main() {
     let gate = Arc::new(Semaphore::new(CONNECTING));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.streams);
+    let probe_key: Arc<[u8]> = format!("\"{}\":{{\"count\":", args.probe)
+        .into_bytes()
+        .into();
     for _ in 0..args.streams {
         let (gate, stop, connected) = (gate.clone(), stop.clone(), connected_tx.clone());
-        let (addr, source) = (args.addr, args.source);
+        let (addr, source, probe_key) = (args.addr, args.source, probe_key.clone());
         tasks.push(tokio::spawn(async move {
-            screen(addr, source, gate, stop, connected, started).await
+            screen(addr, source, &probe_key, gate, stop, connected, started).await
         }));
     }
     drop(connected_tx);
@@ -103,34 +122,46 @@ async fn main() {
         }
     }
     println!("connected {connected}");
+    let held_from = Instant::now();
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let base = format!("http://{}", args.addr);
+    // (acknowledged at, the probe count that vote made)
     let mut paced = Vec::new();
     let mut pacer_failures = 0u64;
+    let mut probe_count = match votes(&client, &base).await {
+        Some(json) => count_after(&json, &probe_key).unwrap_or(0),
+        None => {
+            eprintln!("sse-load: GET /votes failed");
+            std::process::exit(1);
+        }
+    };
+    let ballot = Bytes::from(format!(r#"{{"choice":"{}"}}"#, args.probe));
     let until = Instant::now() + args.hold;
     let mut tick = tokio::time::interval(args.pace);
     while Instant::now() < until {
         tick.tick().await;
         let vote = hyper::Request::post(format!("{base}/vote"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"choice":"ai"}"#)))
+            .body(Full::new(ballot.clone()))
             .expect("request");
         match client.request(vote).await {
             Ok(r) if r.status().is_success() => {
                 let acked = Instant::now();
                 let _ = r.into_body().collect().await;
-                if let Some(total) = votes_total(&client, &base).await {
-                    paced.push((acked, total));
-                }
+                probe_count += 1;
+                paced.push((acked, probe_count));
             }
             _ => pacer_failures += 1,
         }
     }
 
     // Every screen should reach the final total.
-    let final_total = votes_total(&client, &base).await.unwrap_or(0);
+    let final_total = votes(&client, &base)
+        .await
+        .map_or(0, |json| total_of(&json));
     tokio::time::sleep(CATCH_UP).await;
+    let held = held_from.elapsed();
     let _ = stop_tx.send(true);
     let mut screens = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -145,13 +176,13 @@ async fn main() {
     let missed = screens
         .iter()
         .filter(|s| s.connect.is_some())
-        .filter(|s| s.frames.last().is_none_or(|(_, t)| *t < final_total))
+        .filter(|s| s.frames.last().is_none_or(|f| f.total < final_total))
         .count();
     let mut delivery = Vec::new();
     for s in screens.iter().filter(|s| s.connect.is_some()) {
-        for (acked, total) in &paced {
-            if let Some((at, _)) = s.frames.iter().find(|(_, t)| t >= total) {
-                delivery.push(at.saturating_duration_since(*acked).as_secs_f64() * 1000.0);
+        for (acked, count) in &paced {
+            if let Some(f) = s.frames.iter().find(|f| f.probe >= *count) {
+                delivery.push(f.at.saturating_duration_since(*acked).as_secs_f64() * 1000.0);
             }
         }
     }
@@ -167,6 +198,9 @@ async fn main() {
             "delivery_ms_p50": percentile(&mut delivery, 0.50),
             "delivery_ms_p99": percentile(&mut delivery, 0.99),
             "deliveries": delivery.len(),
+            // Frames after the first, per connected screen: the rate while held.
+            "frames": screens.iter().map(|s| s.frames.len().saturating_sub(1)).sum::<usize>(),
+            "held_s": held.as_secs_f64(),
             "missed": missed,
             "paced_votes": paced.len(),
             "pacer_failures": pacer_failures,
@@ -175,11 +209,11 @@ async fn main() {
     );
 }
 
-/// The total of `/votes`.
-async fn votes_total(
+/// The `/votes` JSON.
+async fn votes(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     base: &str,
-) -> Option<u64> {
+) -> Option<Bytes> {
     let req = hyper::Request::get(format!("{base}/votes"))
         .body(Full::default())
         .ok()?;
@@ -191,30 +225,41 @@ async fn votes_total(
         .collect()
         .await
         .ok()?;
-    Some(total_of(&body.to_bytes()))
+    Some(body.to_bytes())
 }
 
 /// Sums every `"count":N` in a `/votes`-shaped JSON text, without a parser:
 /// thousands of screens parse ten frames a second each.
 fn total_of(json: &[u8]) -> u64 {
-    let key = b"\"count\":";
     let mut total = 0;
-    let mut i = 0;
-    while let Some(at) = json[i..].windows(key.len()).position(|w| w == key) {
-        i += at + key.len();
-        let digits = json[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        let n = std::str::from_utf8(&json[i..i + digits])
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
-        total += n.unwrap_or(0);
-        i += digits;
+    let mut rest = json;
+    while let Some((n, after)) = number_after(rest, b"\"count\":") {
+        total += n;
+        rest = after;
     }
     total
+}
+
+/// The number after the first `key` (e.g. `"print":{"count":`) in `json`.
+fn count_after(json: &[u8], key: &[u8]) -> Option<u64> {
+    number_after(json, key).map(|(n, _)| n)
+}
+
+/// The number right after the first `key`, and the text after that number.
+fn number_after<'a>(json: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = std::str::from_utf8(&json[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((n, &json[at + digits..]))
 }
 
 async fn screen(
     addr: SocketAddr,
     source: IpAddr,
+    probe_key: &[u8],
     gate: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     connected: tokio::sync::mpsc::Sender<()>,
@@ -266,13 +311,18 @@ async fn screen(
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buf.drain(..end + 2).collect();
             if let Some(at) = event.windows(12).position(|w| w == b"event: votes") {
-                let total = total_of(&event[at..]);
+                let votes = &event[at..];
+                let (total, probe) = (total_of(votes), count_after(votes, probe_key).unwrap_or(0));
                 if seen.connect.is_none() {
                     seen.connect = Some(now.duration_since(started));
                     permit.take();
                     let _ = connected.send(()).await;
                 }
-                seen.frames.push((now, total));
+                seen.frames.push(Frame {
+                    at: now,
+                    total,
+                    probe,
+                });
             }
         }
     }

@@ -17,16 +17,22 @@ metric() {
   curl -fsS "http://127.0.0.1:$APP_PORT/metrics" | awk -v s="$1" '$1 == s {print $2}'
 }
 
+# The choices the clients' pacers vote for, one each: oha votes ai, so each
+# client knows its probe choice's count exactly and times its screens on it.
+PROBES=(print stare revert restart)
+
 # start_clients HOLD PACE_MS ROUND: one background client per PER_CLIENT
 # screens, their PIDs in CLIENTS, outputs in $STACK/load-N.out. Each round
 # uses fresh source addresses: the last round's ports are in TIME_WAIT.
 start_clients() {
   local hold="$1" pace="$2" round="$3" left="$STREAMS" i=0 n
+  [ "$STREAMS" -le $(( PER_CLIENT * ${#PROBES[@]} )) ] \
+    || die "at most $(( PER_CLIENT * ${#PROBES[@]} )) screens: one client per $PER_CLIENT, each with its own probe choice"
   CLIENTS=()
   while [ "$left" -gt 0 ]; do
     n=$(( left < PER_CLIENT ? left : PER_CLIENT ))
     "$LOAD" --addr "127.0.0.1:$APP_PORT" --source "127.0.$((round + 1)).$((i + 2))" --streams "$n" \
-      --hold "$hold" --pace-ms "$pace" >"$STACK/load-$i.out" 2>"$STACK/load-$i.err" &
+      --hold "$hold" --pace-ms "$pace" --probe "${PROBES[$i]}" >"$STACK/load-$i.out" 2>"$STACK/load-$i.err" &
     CLIENTS+=("$!")
     left=$(( left - n )); i=$(( i + 1 ))
   done
@@ -82,6 +88,8 @@ print(f"screens connected      {connected:,} of {streams:,} (refused {sum(c['ref
 print(f"connect time p99/max   {worst('connect_ms_p99'):.0f} / {worst('connect_ms_max'):.0f} ms (from client start)")
 print(f"vote->screen p50/p99   {worst('delivery_ms_p50'):.1f} / {worst('delivery_ms_p99'):.1f} ms ({sum(c['deliveries'] for c in clients):,} deliveries; worst client)")
 print(f"missed updates         {sum(c['missed'] for c in clients)}")
+rate = sum(c["frames"] / max(c["held_s"], 0.001) for c in clients) / max(connected, 1)
+print(f"votes frames/s/screen  {rate:.1f} (while the votes flowed and after)")
 print(f"votes/s                {report['summary']['requestsPerSec']:,.0f}")
 print(f"vote p99               {report['latencyPercentiles']['p99'] * 1000:.2f} ms")
 print(f"failed votes           {failed}")
