@@ -2,6 +2,16 @@
 //! tells replicas about each other's votes. Each change is one Lua script, so
 //! the counts, the global sequence number and the announcement move together
 //! in one round trip. (Named `live`: a module named `redis` would shadow the crate.)
+//!
+//! A batch reaches Redis after its PostgreSQL commit, so with several
+//! replicas a rebuild from a PostgreSQL count can land while another
+//! replica's batch is committed but not mirrored yet, or mirrored after the
+//! count was taken. Rebuilds are made exact with PostgreSQL's own
+//! visibility: a rebuild carries the snapshot its count was read in, and
+//! every mirrored batch carries its transaction id. A batch visible in the
+//! newest rebuild's snapshot is already counted by it, so its mirror adds
+//! nothing; a batch mirrored since that rebuild is kept in a log, and a
+//! rebuild adds the logged batches its own snapshot does not see.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -13,10 +23,25 @@ use thiserror::Error;
 
 use crate::poll::{Choice, Counts, Snapshot};
 
+/// Counts read from PostgreSQL and the snapshot (`pg_current_snapshot()`,
+/// `xmin:xmax:xip,…`) they were read in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CountedAt {
+    pub counts: Counts,
+    pub snapshot: String,
+}
+
 /// Hash of count per choice.
 pub const COUNTS_KEY: &str = "vote-api:counts";
 /// Global change sequence; its absence means Redis lost our data.
 pub const SEQ_KEY: &str = "vote-api:seq";
+/// The snapshot (`xmin:xmax:xip,…`) of the newest rebuild's count.
+pub const SNAPSHOT_KEY: &str = "vote-api:rebuilt-snapshot";
+/// Batches mirrored since the newest rebuild, newest first, as `xid d1 … d5`
+/// (`-` for a batch whose transaction id is unknown).
+pub const LOG_KEY: &str = "vote-api:mirrored";
+/// Log entries kept. A rebuild that may need a dropped one refuses (`Stale`).
+pub const LOG_LEN: usize = 10_000;
 /// Pub/sub channel announcing every change as `origin seq c1 c2 c3 c4 c5`.
 /// Pub/sub ignores logical databases, so the database number is appended:
 /// deployments sharing one Redis on different databases stay apart.
@@ -41,38 +66,95 @@ pub enum LiveError {
     Timeout,
     #[error("Redis returned an unexpected reply")]
     Malformed,
+    /// Another rebuild with a newer count landed first, or the log no longer
+    /// reaches back to this count: a rebuild now could lose votes.
+    #[error("the recount is older than what Redis holds; recount again")]
+    Stale,
 }
 
-/// Adds ARGV[1..5] to the counts, bumps the sequence and announces the result.
+/// `visible(xid, snapshot)`: whether the transaction `xid` had committed in
+/// a PostgreSQL snapshot `xmin:xmax:xip,…` (pg_visible_in_snapshot).
+const VISIBLE_LUA: &str = r"
+local function visible(xid, snap)
+  local xmin, xmax, xip = string.match(snap, '^(%d+):(%d+):(.*)$')
+  if not xmin then return false end
+  if xid < tonumber(xmin) then return true end
+  if xid >= tonumber(xmax) then return false end
+  for x in string.gmatch(xip, '%d+') do
+    if tonumber(x) == xid then return false end
+  end
+  return true
+end
+";
+
+/// Adds ARGV[1..5] (a batch of transaction ARGV[7], `-` if unknown) to the
+/// counts unless the newest rebuild counted it already, logs it, bumps the
+/// sequence and announces the result. KEYS: counts, seq, channel, snapshot, log.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{VISIBLE_LUA}
+local xid = tonumber(ARGV[7])
+local snap = redis.call('GET', KEYS[4])
+local counted = xid ~= nil and snap and visible(xid, snap)
 local seq = redis.call('INCR', KEYS[2])
-local out = {}
-local fields = {'print', 'stare', 'ai', 'revert', 'restart'}
+local out = {{}}
+local fields = {{'print', 'stare', 'ai', 'revert', 'restart'}}
 for i, field in ipairs(fields) do
-  out[i] = redis.call('HINCRBY', KEYS[1], field, ARGV[i])
+  if counted then
+    out[i] = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  else
+    out[i] = redis.call('HINCRBY', KEYS[1], field, ARGV[i])
+  end
+end
+if not counted then
+  redis.call('LPUSH', KEYS[5], ARGV[7] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+  redis.call('LTRIM', KEYS[5], 0, {last})
 end
 redis.call('PUBLISH', KEYS[3], ARGV[6] .. ' ' .. seq .. ' ' .. table.concat(out, ' '))
 out[6] = seq
 return out
 ",
-    )
+        last = LOG_LEN - 1
+    ))
 });
 
-/// Replaces the counts with ARGV[1..5]; the new sequence is above both the
-/// stored one and ARGV[7] (the caller's newest known), so every replica accepts it.
+/// Replaces the counts with ARGV[1..5], counted in snapshot ARGV[8], plus
+/// every logged batch that snapshot does not see; refuses (returns -1) when
+/// the stored rebuild is newer or the log may have lost such a batch. The
+/// new sequence is above both the stored one and ARGV[7] (the caller's
+/// newest known), so every replica accepts it. KEYS as APPLY's.
 static REBUILD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{VISIBLE_LUA}
+local snap = ARGV[8]
+local xmax = tonumber(string.match(snap, '^%d+:(%d+):'))
+local stored = redis.call('GET', KEYS[4])
+if not xmax or (stored and tonumber(string.match(stored, '^%d+:(%d+):') or '0') > xmax) then
+  return -1
+end
+local counts = {{}}
+for i = 1, 5 do counts[i] = tonumber(ARGV[i]) end
+local log = redis.call('LRANGE', KEYS[5], 0, -1)
+for n, entry in ipairs(log) do
+  local parts = {{}}
+  for word in string.gmatch(entry, '%S+') do parts[#parts + 1] = word end
+  local xid = tonumber(parts[1])
+  if xid == nil or not visible(xid, snap) then
+    if n == {full} then return -1 end
+    for i = 1, 5 do counts[i] = counts[i] + tonumber(parts[i + 1]) end
+  end
+end
 local seq = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7])) + 1
 redis.call('SET', KEYS[2], seq)
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'print', ARGV[1], 'stare', ARGV[2], 'ai', ARGV[3], 'revert', ARGV[4], 'restart', ARGV[5])
-redis.call('PUBLISH', KEYS[3], ARGV[6] .. ' ' .. seq .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-return seq
+redis.call('DEL', KEYS[1], KEYS[5])
+redis.call('HSET', KEYS[1], 'print', counts[1], 'stare', counts[2], 'ai', counts[3], 'revert', counts[4], 'restart', counts[5])
+redis.call('SET', KEYS[4], snap)
+redis.call('PUBLISH', KEYS[3], ARGV[6] .. ' ' .. seq .. ' ' .. table.concat(counts, ' '))
+counts[6] = seq
+return counts
 ",
-    )
+        full = LOG_LEN
+    ))
 });
 
 /// A cloneable Redis handle; reconnects by itself after an outage.
@@ -120,41 +202,67 @@ impl Live {
             .is_ok()
     }
 
-    /// Adds `delta` to the shared counts and returns the resulting global snapshot.
-    pub async fn apply(&self, delta: &Counts) -> Result<Snapshot, LiveError> {
-        let mut conn = self.conn.clone();
-        let mut call = APPLY.key(COUNTS_KEY);
-        call.key(SEQ_KEY).key(&self.channel);
+    /// Adds `delta`, a batch committed by transaction `xid` (`None`: not
+    /// known), to the shared counts and returns the resulting global snapshot.
+    pub async fn apply(&self, delta: &Counts, xid: Option<u64>) -> Result<Snapshot, LiveError> {
+        let mut call = APPLY.prepare_invoke();
+        self.keys(&mut call);
         for n in delta.0 {
             call.arg(n);
         }
         call.arg(&self.origin);
-        let out: Vec<u64> = bounded(async { Ok(call.invoke_async(&mut conn).await?) }).await?;
+        match xid {
+            Some(xid) => call.arg(xid),
+            None => call.arg("-"),
+        };
+        self.invoke(call).await?.ok_or(LiveError::Malformed)
+    }
+
+    /// Overwrites the shared counts with `recount` (from PostgreSQL) plus the
+    /// batches mirrored since that its snapshot does not see.
+    pub async fn rebuild(
+        &self,
+        recount: &CountedAt,
+        newest_seq: u64,
+    ) -> Result<Snapshot, LiveError> {
+        let mut call = REBUILD.prepare_invoke();
+        self.keys(&mut call);
+        for n in recount.counts.0 {
+            call.arg(n);
+        }
+        call.arg(&self.origin)
+            .arg(newest_seq)
+            .arg(&recount.snapshot);
+        self.invoke(call).await?.ok_or(LiveError::Stale)
+    }
+
+    fn keys(&self, call: &mut redis::ScriptInvocation<'_>) {
+        call.key(COUNTS_KEY)
+            .key(SEQ_KEY)
+            .key(&self.channel)
+            .key(SNAPSHOT_KEY)
+            .key(LOG_KEY);
+    }
+
+    /// Runs a script that answers the five counts and the sequence, or -1.
+    async fn invoke(
+        &self,
+        call: redis::ScriptInvocation<'_>,
+    ) -> Result<Option<Snapshot>, LiveError> {
+        let mut conn = self.conn.clone();
+        let out: redis::Value = bounded(async { Ok(call.invoke_async(&mut conn).await?) }).await?;
+        if out == redis::Value::Int(-1) {
+            return Ok(None);
+        }
+        let out: Vec<u64> = redis::from_redis_value(out).map_err(|_| LiveError::Malformed)?;
         let [c0, c1, c2, c3, c4, seq] = out[..] else {
             return Err(LiveError::Malformed);
         };
-        Ok(Snapshot {
+        Ok(Some(Snapshot {
             counts: Counts([c0, c1, c2, c3, c4]),
             seq,
             local: 0,
-        })
-    }
-
-    /// Overwrites the shared counts with `counts` (from PostgreSQL).
-    pub async fn rebuild(&self, counts: &Counts, newest_seq: u64) -> Result<Snapshot, LiveError> {
-        let mut conn = self.conn.clone();
-        let mut call = REBUILD.key(COUNTS_KEY);
-        call.key(SEQ_KEY).key(&self.channel);
-        for n in counts.0 {
-            call.arg(n);
-        }
-        call.arg(&self.origin).arg(newest_seq);
-        let seq: u64 = bounded(async { Ok(call.invoke_async(&mut conn).await?) }).await?;
-        Ok(Snapshot {
-            counts: *counts,
-            seq,
-            local: 0,
-        })
+        }))
     }
 
     /// The stored snapshot, or `None` when Redis holds none (new or emptied).

@@ -295,12 +295,11 @@ fn flow(app: &Arc<TestApp>, flowing: &Arc<AtomicBool>) -> Vec<tokio::task::JoinH
         .collect()
 }
 
-// It finds a real race about once in seven runs: a replica's Redis repair
-// lands between another replica's commit and its mirror, and Redis stays one
-// batch short (PostgreSQL is exact). Until the repair is made safe, run it
-// with --ignored.
+// It found a real race about once in seven runs while rebuilds ignored other
+// replicas' batches in flight: a rebuild landed between another replica's
+// commit and its mirror, and Redis stayed one batch short (live.rs now
+// makes rebuilds exact; tests/redis_repair.rs pins each case down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds the multi-replica Redis repair race (Redis one batch short); run with --ignored"]
 async fn replicas_starting_while_votes_flow_keep_redis_equal_to_postgres() {
     let stack = Stack::fresh().await;
     let first = Arc::new(TestApp::start_on(&stack, stack.config()).await);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::mailbox;
 use tracing::{info, warn};
 
-use crate::live::Live;
+use crate::live::{CountedAt, Live, LiveError};
 use crate::metrics::Metrics;
 use crate::poll::{Counts, CountsView};
 use redis_sync::{Check, Checked, Fault, Mirrored, Reading, Recounted, RedisSync};
@@ -59,10 +59,11 @@ pub fn recount_channel() -> (RecountRequests, mpsc::Receiver<Recount>) {
 enum TallyMsg {
     Apply {
         delta: Counts,
+        xid: Option<u64>,
         done: oneshot::Sender<()>,
     },
     Rebuild {
-        counts: Counts,
+        recount: CountedAt,
         force: bool,
         done: oneshot::Sender<()>,
     },
@@ -93,15 +94,16 @@ impl TallyHandle {
         (TallyHandle { tx }, tokio::spawn(actor.run()))
     }
 
-    /// Adds a committed batch; returns once the counts are visible.
-    pub async fn apply(&self, delta: Counts) {
-        self.send(|done| TallyMsg::Apply { delta, done }).await;
+    /// Adds a batch committed by transaction `xid` (`None`: not known);
+    /// returns once the counts are visible.
+    pub async fn apply(&self, delta: Counts, xid: Option<u64>) {
+        self.send(|done| TallyMsg::Apply { delta, xid, done }).await;
     }
 
-    /// Replaces the counts with `counts` read from PostgreSQL.
-    pub async fn rebuild(&self, counts: Counts, force: bool) {
+    /// Replaces the counts with a recount from PostgreSQL.
+    pub async fn rebuild(&self, recount: CountedAt, force: bool) {
         self.send(|done| TallyMsg::Rebuild {
-            counts,
+            recount,
             force,
             done,
         })
@@ -146,12 +148,12 @@ impl VoteTally {
         loop {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(TallyMsg::Apply { delta, done }) => {
-                        self.apply(delta).await;
+                    Some(TallyMsg::Apply { delta, xid, done }) => {
+                        self.apply(delta, xid).await;
                         let _ = done.send(());
                     }
-                    Some(TallyMsg::Rebuild { counts, force, done }) => {
-                        self.rebuild(counts, force).await;
+                    Some(TallyMsg::Rebuild { recount, force, done }) => {
+                        self.rebuild(recount, force).await;
                         let _ = done.send(());
                     }
                     None => break,
@@ -161,10 +163,10 @@ impl VoteTally {
         }
     }
 
-    async fn apply(&mut self, delta: Counts) {
+    async fn apply(&mut self, delta: Counts, xid: Option<u64>) {
         if self.sync.mirrors() {
             let shown_seq = self.view.current().seq;
-            let answer = self.live.apply(&delta).await.inspect_err(|e| {
+            let answer = self.live.apply(&delta, xid).await.inspect_err(|e| {
                 warn!(error = %e, "could not mirror votes to Redis");
             });
             match self.sync.mirrored(shown_seq, answer.ok()) {
@@ -180,7 +182,8 @@ impl VoteTally {
     }
 
     /// Takes a recount from PostgreSQL: keeps Redis or rebuilds it.
-    async fn rebuild(&mut self, counts: Counts, force: bool) {
+    async fn rebuild(&mut self, recount: CountedAt, force: bool) {
+        let counts = recount.counts;
         let redis = if force { None } else { Some(self.read().await) };
         match self.sync.recounted(&counts, redis) {
             Recounted::Keep(stored) => {
@@ -193,15 +196,21 @@ impl VoteTally {
             Recounted::Rebuild { mismatch: None } => {}
         }
         let newest = self.view.current();
-        match self.live.rebuild(&counts, newest.seq).await {
+        match self.live.rebuild(&recount, newest.seq).await {
             Ok(snapshot) => {
                 info!(
-                    total = counts.total(),
+                    total = snapshot.counts.total(),
                     "rebuilt Redis counts from PostgreSQL"
                 );
                 self.metrics.redis_rebuilds.inc();
                 self.sync.rebuilt(true);
                 self.view.offer(snapshot);
+            }
+            Err(LiveError::Stale) => {
+                // Out of step: the next check asks for a fresh forced recount.
+                info!("another replica rebuilt Redis from a newer count; recounting");
+                self.sync.rebuilt(false);
+                self.view.offer(redis_sync::local_change(newest, counts));
             }
             Err(e) => {
                 warn!(error = %e, "could not rebuild Redis counts");
@@ -276,7 +285,7 @@ mod tests {
     async fn a_stuck_tally_holds_the_writer_for_at_most_apply_timeout() {
         let (tally, _mailbox) = stuck_tally(TALLY_QUEUE);
         let started = Instant::now();
-        tally.apply(Counts([1, 0, 0, 0, 0])).await;
+        tally.apply(Counts([1, 0, 0, 0, 0]), Some(7)).await;
         assert_eq!(started.elapsed(), APPLY_TIMEOUT);
         assert_eq!(
             tally.queue_depth(),
@@ -292,10 +301,14 @@ mod tests {
         let delta = Counts::default();
         tally
             .tx
-            .try_send(TallyMsg::Apply { delta, done })
+            .try_send(TallyMsg::Apply {
+                delta,
+                xid: None,
+                done,
+            })
             .unwrap_or_else(|_| panic!("room for one"));
         let started = Instant::now();
-        tally.rebuild(Counts::default(), true).await;
+        tally.rebuild(CountedAt::default(), true).await;
         assert_eq!(started.elapsed(), APPLY_TIMEOUT);
         assert_eq!(tally.queue_depth(), 1, "nothing was squeezed in");
     }
@@ -305,17 +318,17 @@ mod tests {
         let (tally, mut mailbox) = stuck_tally(TALLY_QUEUE);
         let confirm = tokio::spawn(async move {
             match mailbox.recv().await {
-                Some(TallyMsg::Apply { delta, done }) => {
+                Some(TallyMsg::Apply { delta, xid, done }) => {
                     let _ = done.send(());
-                    delta
+                    (delta, xid)
                 }
                 _ => panic!("expected the batch"),
             }
         });
         let started = Instant::now();
-        tally.apply(Counts([0, 0, 2, 0, 0])).await;
+        tally.apply(Counts([0, 0, 2, 0, 0]), Some(7)).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert_eq!(confirm.await.ok(), Some(Counts([0, 0, 2, 0, 0])));
+        assert_eq!(confirm.await.ok(), Some((Counts([0, 0, 2, 0, 0]), Some(7))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -323,7 +336,7 @@ mod tests {
         let (tally, mailbox) = stuck_tally(TALLY_QUEUE);
         drop(mailbox);
         let started = Instant::now();
-        tally.apply(Counts([1, 0, 0, 0, 0])).await;
+        tally.apply(Counts([1, 0, 0, 0, 0]), Some(7)).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 

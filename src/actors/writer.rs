@@ -249,7 +249,7 @@ impl PersistenceWriter {
         self.metrics.batch_size.observe(votes.len() as f64);
 
         match result {
-            Ok(owners) => self.answer(votes, &leaders, &owners, batch_id).await,
+            Ok((owners, xid)) => self.answer(votes, &leaders, &owners, batch_id, xid).await,
             Err(e) => {
                 error!(error = %e, votes = votes.len(), "batch not committed, answering 503");
                 self.metrics.write_failures.inc_by(votes.len() as u64);
@@ -260,13 +260,15 @@ impl PersistenceWriter {
         }
     }
 
-    /// Answers every vote of a committed batch; counts only the stored ones.
+    /// Answers every vote of a committed batch (transaction `xid`, when
+    /// known); counts only the stored ones.
     async fn answer(
         &mut self,
         votes: &mut Vec<PendingVote>,
         leaders: &[bool],
         owners: &KeyOwners,
         batch_id: i64,
+        xid: Option<u64>,
     ) {
         let outcomes = outcomes(votes, leaders, owners, batch_id);
         let mut delta = Counts::default();
@@ -288,12 +290,14 @@ impl PersistenceWriter {
         }
         // Wait for the tally so that a caller who reads /votes after
         // its 200 sees its own vote.
-        self.tally.apply(delta).await;
+        self.tally.apply(delta, xid).await;
         for (pending, outcome) in votes.drain(..).zip(outcomes) {
             let _ = pending.reply.send(outcome);
         }
-        if matches!(owners, KeyOwners::Unknown) {
-            // Some keyed votes of this batch may be stored but are not counted.
+        // Unknown owners: some keyed votes of this batch may be stored but
+        // are not counted. Unknown xid (an earlier attempt committed): a
+        // rebuild may have counted the batch already, and Redis cannot tell.
+        if matches!(owners, KeyOwners::Unknown) || xid.is_none() {
             self.recount(Recount { force: true }).await;
         }
     }
@@ -302,12 +306,13 @@ impl PersistenceWriter {
     /// a lost PostgreSQL for `RETRY_BUDGET`; a retry conflicts with, or waits
     /// for, an earlier attempt of the same batch. When an attempt's outcome
     /// stayed unknown, the batch is fenced before it is answered as failed,
-    /// so it cannot commit later.
+    /// so it cannot commit later. With the owners comes the transaction id
+    /// of the commit, unless an earlier attempt made it.
     async fn store(
         &self,
         batch_id: i64,
         rows: &db::votes::BatchRows<'_>,
-    ) -> Result<KeyOwners, DbError> {
+    ) -> Result<(KeyOwners, Option<u64>), DbError> {
         let started = Instant::now();
         let settle_by = started + COMMIT_BUDGET - db::votes::CANCEL_GRACE;
         // Set by any attempt that may have reached the server and committed.
@@ -343,36 +348,41 @@ impl PersistenceWriter {
                 db::votes::Inserted::Before
             }
         };
-        let all_new = db::votes::Inserted::Now {
-            keyed: rows.keys.len() as u64,
+        let (keyed, xid) = match inserted {
+            db::votes::Inserted::Now { keyed, xid } => (Some(keyed), Some(xid)),
+            db::votes::Inserted::Before => (None, None),
         };
-        if rows.keys.is_empty() || inserted == all_new {
-            return Ok(KeyOwners::AllNew);
+        if rows.keys.is_empty() || keyed == Some(rows.keys.len() as u64) {
+            return Ok((KeyOwners::AllNew, xid));
         }
         let found = retry("key lookup", settle_by, settle_by, |deadline| async move {
             let client = db::votes::client(&self.pool, deadline).await?;
             db::votes::keyed_votes(&client, &rows.keys, deadline).await
         })
         .await;
-        Ok(match found {
+        let owners = match found {
             Ok(found) => KeyOwners::Found(found.into_iter().collect()),
             Err(e) => {
                 error!(error = %e, "committed batch: could not read its idempotency keys");
                 KeyOwners::Unknown
             }
-        })
+        };
+        Ok((owners, xid))
     }
 
     async fn reset(&mut self) -> Result<(), WriteError> {
         let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        // The recount after the TRUNCATE, not zero counts: another replica's
+        // batch may commit in between, and Redis keeps it only if counted.
         let result = async {
             let client = db::votes::client(&self.pool, deadline).await?;
-            db::votes::delete_all(&client, deadline).await
+            db::votes::delete_all(&client, deadline).await?;
+            db::within(ATTEMPT_TIMEOUT, db::votes::counts(&client)).await
         }
         .await;
         match result {
-            Ok(()) => {
-                self.tally.rebuild(Counts::default(), true).await;
+            Ok(recount) => {
+                self.tally.rebuild(recount, true).await;
                 Ok(())
             }
             Err(e) => {

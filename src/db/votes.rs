@@ -11,6 +11,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{DbError, MeteredPool};
+use crate::live::CountedAt;
 use crate::poll::{Choice, Counts};
 
 /// How long a statement may keep running past its deadline while the server
@@ -41,9 +42,9 @@ pub struct BatchRows<'a> {
 /// What an insert attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
-    /// The batch committed now; `keyed` of its keyed votes were new keys
-    /// (the others already had a vote).
-    Now { keyed: u64 },
+    /// The batch committed now, in transaction `xid`; `keyed` of its keyed
+    /// votes were new keys (the others already had a vote).
+    Now { keyed: u64, xid: u64 },
     /// An earlier attempt of this batch had committed.
     Before,
 }
@@ -63,7 +64,7 @@ pub async fn insert_batch(
     deadline: Instant,
 ) -> Result<Inserted, DbError> {
     match insert_in_transaction(&client, batch_id, rows, deadline).await {
-        Ok(keyed) => Ok(Inserted::Now { keyed }),
+        Ok((keyed, xid)) => Ok(Inserted::Now { keyed, xid }),
         Err(Step::BeforeCommit(e)) => {
             // Dropped outside the pool: the socket closes and the server
             // rolls the open transaction back.
@@ -86,22 +87,27 @@ enum Step {
     Commit(DbError),
 }
 
+/// The new keyed votes and the transaction id (Redis uses it to tell
+/// whether a rebuild's count already holds this batch; see live.rs).
 async fn insert_in_transaction(
     client: &Object,
     batch_id: i64,
     rows: &BatchRows<'_>,
     deadline: Instant,
-) -> Result<u64, Step> {
+) -> Result<(u64, u64), Step> {
     let prepare = client.prepare_cached(
         "WITH batch AS (
                  INSERT INTO vote_batches (batch_id) VALUES ($1)
              ), plain AS (
                  INSERT INTO votes (choice, referral_code, batch_id)
                  SELECT c, r, $1 FROM unnest($2::text[], $3::text[]) AS t(c, r)
+             ), keyed AS (
+                 INSERT INTO votes (choice, referral_code, idempotency_key, batch_id)
+                 SELECT c, r, k, $1 FROM unnest($4::text[], $5::text[], $6::text[]) AS t(c, r, k)
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING 1
              )
-             INSERT INTO votes (choice, referral_code, idempotency_key, batch_id)
-             SELECT c, r, k, $1 FROM unnest($4::text[], $5::text[], $6::text[]) AS t(c, r, k)
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+             SELECT count(*), pg_current_xact_id()::text::bigint FROM keyed",
     );
     let stmt = cancel_after(client, deadline, prepare)
         .await
@@ -117,13 +123,20 @@ async fn insert_in_transaction(
     cancel_after(client, deadline, client.batch_execute("BEGIN"))
         .await
         .map_err(Step::BeforeCommit)?;
-    let keyed = cancel_after(client, deadline, client.execute(&stmt, &params))
+    let row = cancel_after(client, deadline, client.query_one(&stmt, &params))
         .await
         .map_err(Step::BeforeCommit)?;
+    let read = |i| {
+        row.try_get::<_, i64>(i)
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    let inserted = read(0)
+        .and_then(|keyed| Ok((keyed, read(1)?)))
+        .map_err(|e| Step::BeforeCommit(e.into()))?;
     cancel_after(client, deadline, client.batch_execute("COMMIT"))
         .await
         .map_err(Step::Commit)?;
-    Ok(keyed)
+    Ok(inserted)
 }
 
 /// Settles a batch whose last attempt may still be running on the server:
@@ -224,20 +237,29 @@ async fn cancel_after<T>(
 }
 
 /// Counts per choice, straight from the source of truth.
-pub async fn counts(client: &Object) -> Result<Counts, DbError> {
-    let rows = client
-        .query("SELECT choice, count(*) FROM votes GROUP BY choice", &[])
+pub async fn counts(client: &Object) -> Result<CountedAt, DbError> {
+    // One statement, one snapshot: the counts are exactly what it sees.
+    let row = client
+        .query_one(
+            "SELECT pg_current_snapshot()::text,
+                    coalesce(array_agg(choice), '{}'), coalesce(array_agg(n), '{}')
+             FROM (SELECT choice, count(*) AS n FROM votes GROUP BY choice) AS c",
+            &[],
+        )
         .await?;
+    let keys: Vec<&str> = row.try_get(1)?;
+    let ns: Vec<i64> = row.try_get(2)?;
     let mut counts = Counts::default();
-    for row in rows {
-        let key: &str = row.try_get(0)?;
-        let n: i64 = row.try_get(1)?;
+    for (key, n) in keys.into_iter().zip(ns) {
         // The CHECK constraint keeps unknown keys out; ignore rather than panic.
         if let Ok(choice) = key.parse::<Choice>() {
             counts.add(choice, u64::try_from(n).unwrap_or(0));
         }
     }
-    Ok(counts)
+    Ok(CountedAt {
+        counts,
+        snapshot: row.try_get(0)?,
+    })
 }
 
 /// Deletes every vote and with them their idempotency keys and batch ids
