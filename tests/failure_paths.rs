@@ -231,7 +231,15 @@ async fn a_hung_redis_does_not_stop_votes_and_the_counts_catch_up() {
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["detail"], "Redis not available");
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
-    assert_eq!(app.total().await, 4, "counted locally meanwhile");
+    // Counted locally meanwhile, with Redis still hung. Twice in ~25 runs
+    // beside the 32-voter test the total right after the answers was 3 (the
+    // cause was not found; an answer waits for the tally at most
+    // APPLY_TIMEOUT), so this waits for it; a batch left out stays out.
+    assert!(
+        eventually(WAIT, || async { app.total().await == 4 }).await,
+        "counted locally meanwhile: {} of 4",
+        app.total().await
+    );
 
     redis.resume();
     let conn = redis_conn(&redis.url()).await;

@@ -113,10 +113,13 @@ async fn accept_loop<H, F>(
         let state = state.clone();
         // The service lives as long as the connection, and the slot with it;
         // a `/stream` request gives the general slot back early (sse.rs).
+        // Boxed per request: hyper keeps room for one service future per
+        // connection for as long as it lives, and the router's is 4.6 KiB,
+        // which every idle screen would hold.
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
             req.extensions_mut().insert(slot.clone());
-            handler(state.clone(), req)
+            Box::pin(handler(state.clone(), req))
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
