@@ -72,9 +72,14 @@ pub enum LiveError {
     Stale,
 }
 
-/// `visible(xid, snapshot)`: whether the transaction `xid` had committed in
-/// a PostgreSQL snapshot `xmin:xmax:xip,…` (pg_visible_in_snapshot).
-const VISIBLE_LUA: &str = r"
+/// Lua helpers for PostgreSQL snapshots `xmin:xmax:xip,…`: `xmax(snapshot)`,
+/// its first unassigned transaction id (nil if malformed), and
+/// `visible(xid, snapshot)`, whether transaction `xid` had committed in it
+/// (pg_visible_in_snapshot).
+const SNAPSHOT_LUA: &str = r"
+local function xmax(snap)
+  return tonumber(string.match(snap, '^%d+:(%d+):'))
+end
 local function visible(xid, snap)
   local xmin, xmax, xip = string.match(snap, '^(%d+):(%d+):(.*)$')
   if not xmin then return false end
@@ -92,7 +97,7 @@ end
 /// sequence and announces the result. KEYS: counts, seq, channel, snapshot, log.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{VISIBLE_LUA}
+        r"{SNAPSHOT_LUA}
 local xid = tonumber(ARGV[7])
 local snap = redis.call('GET', KEYS[4])
 local counted = xid ~= nil and snap and visible(xid, snap)
@@ -125,11 +130,11 @@ return out
 /// newest known), so every replica accepts it. KEYS as APPLY's.
 static REBUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{VISIBLE_LUA}
+        r"{SNAPSHOT_LUA}
 local snap = ARGV[8]
-local xmax = tonumber(string.match(snap, '^%d+:(%d+):'))
+local mine = xmax(snap)
 local stored = redis.call('GET', KEYS[4])
-if not xmax or (stored and tonumber(string.match(stored, '^%d+:(%d+):') or '0') > xmax) then
+if not mine or (stored and (xmax(stored) or 0) > mine) then
   return -1
 end
 local counts = {{}}

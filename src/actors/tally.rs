@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::live::{CountedAt, Live, LiveError};
 use crate::metrics::Metrics;
-use crate::poll::{Counts, CountsView};
+use crate::poll::{Counts, CountsView, Snapshot};
 use redis_sync::{Check, Checked, Fault, Mirrored, Reading, Recounted, RedisSync};
 
 mod redis_sync;
@@ -206,19 +206,23 @@ impl VoteTally {
                 self.sync.rebuilt(true);
                 self.view.offer(snapshot);
             }
+            // Out of step either way: the next check asks for a forced recount.
             Err(LiveError::Stale) => {
-                // Out of step: the next check asks for a fresh forced recount.
                 info!("another replica rebuilt Redis from a newer count; recounting");
-                self.sync.rebuilt(false);
-                self.view.offer(redis_sync::local_change(newest, counts));
+                self.out_of_step_with(newest, counts);
             }
             Err(e) => {
                 warn!(error = %e, "could not rebuild Redis counts");
-                self.sync.rebuilt(false);
                 self.metrics.redis_sync_failures.inc();
-                self.view.offer(redis_sync::local_change(newest, counts));
+                self.out_of_step_with(newest, counts);
             }
         }
+    }
+
+    /// Redis was not rebuilt: show the recount as a local change.
+    fn out_of_step_with(&mut self, newest: Snapshot, counts: Counts) {
+        self.sync.rebuilt(false);
+        self.view.offer(redis_sync::local_change(newest, counts));
     }
 
     /// Periodic repair: catches up with missed announcements, notices an
