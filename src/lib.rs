@@ -10,6 +10,7 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod poll;
+pub mod totals;
 pub mod views;
 
 use std::net::SocketAddr;

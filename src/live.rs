@@ -1,17 +1,13 @@
 //! Redis: the live counts every replica shares and the pub/sub channel that
-//! tells replicas about each other's votes. Each change is one Lua script, so
-//! the counts, the global sequence number and the announcement move together
-//! in one round trip. (Named `live`: a module named `redis` would shadow the crate.)
+//! tells replicas about each other's votes. (Named `live`: a module named
+//! `redis` would shadow the crate.)
 //!
-//! A batch reaches Redis after its PostgreSQL commit, so with several
-//! replicas a rebuild from a PostgreSQL count can land while another
-//! replica's batch is committed but not mirrored yet, or mirrored after the
-//! count was taken. Rebuilds are made exact with PostgreSQL's own
-//! visibility: a rebuild carries the snapshot its count was read in, and
-//! every mirrored batch carries its transaction id. A batch visible in the
-//! newest rebuild's snapshot is already counted by it, so its mirror adds
-//! nothing; a batch mirrored since that rebuild is kept in a log, and a
-//! rebuild adds the logged batches its own snapshot does not see.
+//! Redis holds copies of PostgreSQL's totals, one per shard (totals.rs), and
+//! nothing else about the counts: a copy replaces an older copy of its shard
+//! (by epoch, then version) and never adds, so a copy that arrives late,
+//! twice or after a rebuild cannot count a vote twice or drop one. Each
+//! change is one Lua script, so the copies, the global sequence number and
+//! the announcement of the new sum move together in one round trip.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -22,26 +18,15 @@ use redis::{RedisError, Script};
 use thiserror::Error;
 
 use crate::poll::{Choice, Counts, Snapshot};
+use crate::totals::{Copies, ShardCopy};
 
-/// Counts read from PostgreSQL and the snapshot (`pg_current_snapshot()`,
-/// `xmin:xmax:xip,…`) they were read in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CountedAt {
-    pub counts: Counts,
-    pub snapshot: String,
-}
-
-/// Hash of count per choice.
-pub const COUNTS_KEY: &str = "vote-api:counts";
-/// Global change sequence; its absence means Redis lost our data.
+/// Hash of the newest copy per shard: `shard` -> `version key=n key=n …`.
+pub const COPIES_KEY: &str = "vote-api:copies";
+/// The epoch of the copies held; its absence means Redis lost our data (new,
+/// emptied or restarted) and only a rebuild from PostgreSQL may fill it.
+pub const EPOCH_KEY: &str = "vote-api:epoch";
+/// Global change sequence, which orders every replica's snapshots.
 pub const SEQ_KEY: &str = "vote-api:seq";
-/// The snapshot (`xmin:xmax:xip,…`) of the newest rebuild's count.
-pub const SNAPSHOT_KEY: &str = "vote-api:rebuilt-snapshot";
-/// Batches mirrored since the newest rebuild, newest first, as `xid d1 … d5`
-/// (`-` for a batch whose transaction id is unknown).
-pub const LOG_KEY: &str = "vote-api:mirrored";
-/// Log entries kept. A rebuild that may need a dropped one refuses (`Stale`).
-pub const LOG_LEN: usize = 10_000;
 /// Pub/sub channel announcing every change as `origin seq c1 c2 c3 c4 c5`.
 /// Pub/sub ignores logical databases, so the database number is appended:
 /// deployments sharing one Redis on different databases stay apart.
@@ -66,100 +51,59 @@ pub enum LiveError {
     Timeout,
     #[error("Redis returned an unexpected reply")]
     Malformed,
-    /// Another rebuild with a newer count landed first, or the log no longer
-    /// reaches back to this count: a rebuild now could lose votes.
-    #[error("the recount is older than what Redis holds; recount again")]
-    Stale,
 }
 
-/// Lua helpers for PostgreSQL snapshots `xmin:xmax:xip,…`: `xmax(snapshot)`,
-/// its first unassigned transaction id (nil if malformed), and
-/// `visible(xid, snapshot)`, whether transaction `xid` had committed in it
-/// (pg_visible_in_snapshot).
-const SNAPSHOT_LUA: &str = r"
-local function xmax(snap)
-  return tonumber(string.match(snap, '^%d+:(%d+):'))
-end
-local function visible(xid, snap)
-  local xmin, xmax, xip = string.match(snap, '^(%d+):(%d+):(.*)$')
-  if not xmin then return false end
-  if xid < tonumber(xmin) then return true end
-  if xid >= tonumber(xmax) then return false end
-  for x in string.gmatch(xip, '%d+') do
-    if tonumber(x) == xid then return false end
+/// Stores copies (the same rule as `totals::Copies::offer`), then sums the
+/// copies for the poll's keys, bumps the sequence above both the stored one
+/// and the caller's newest known (so every replica accepts the result, also
+/// after Redis restarted) and announces the sum. Without an epoch stored,
+/// Redis lost the copies: only a rebuild (ARGV[3] = 1, every shard) may
+/// fill it, anything else returns -1.
+/// KEYS: copies, epoch, seq, channel. ARGV: origin, newest seq, rebuild,
+/// n, the n keys, then (shard, epoch, copy) per copy. Epochs are compared
+/// as numbers (exact below 2^53) but stored as given.
+static STORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = tonumber(ARGV[4])
+local stored = redis.call('GET', KEYS[2])
+if not stored and ARGV[3] ~= '1' then return -1 end
+local epoch = tonumber(stored)
+for i = 5 + n, #ARGV, 3 do
+  local shard, e, copy = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if not epoch or e > epoch then
+    redis.call('DEL', KEYS[1])
+    redis.call('SET', KEYS[2], ARGV[i + 1])
+    epoch = e
   end
-  return true
-end
-";
-
-/// Adds ARGV[1..5] (a batch of transaction ARGV[7], `-` if unknown) to the
-/// counts unless the newest rebuild counted it already, logs it, bumps the
-/// sequence and announces the result. KEYS: counts, seq, channel, snapshot, log.
-static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{SNAPSHOT_LUA}
-local xid = tonumber(ARGV[7])
-local snap = redis.call('GET', KEYS[4])
-local counted = xid ~= nil and snap and visible(xid, snap)
-local seq = redis.call('INCR', KEYS[2])
-local out = {{}}
-local fields = {{'print', 'stare', 'ai', 'revert', 'restart'}}
-for i, field in ipairs(fields) do
-  if counted then
-    out[i] = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  else
-    out[i] = redis.call('HINCRBY', KEYS[1], field, ARGV[i])
+  if e == epoch then
+    local old = redis.call('HGET', KEYS[1], shard)
+    local held, given = tonumber(string.match(old or '', '^%d+')), tonumber(string.match(copy, '^%d+'))
+    -- One version is one committed state: the same version with other
+    -- counts was never PostgreSQL's, and is overwritten.
+    if not held or held < given or (held == given and old ~= copy) then
+      redis.call('HSET', KEYS[1], shard, copy)
+    end
   end
 end
-if not counted then
-  redis.call('LPUSH', KEYS[5], ARGV[7] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
-  redis.call('LTRIM', KEYS[5], 0, {last})
+local index, sums = {}, {}
+for i = 1, n do
+  index[ARGV[4 + i]] = i
+  sums[i] = 0
 end
-redis.call('PUBLISH', KEYS[3], ARGV[6] .. ' ' .. seq .. ' ' .. table.concat(out, ' '))
-out[6] = seq
-return out
+for _, copy in ipairs(redis.call('HVALS', KEYS[1])) do
+  for key, c in string.gmatch(copy, ' ([%w-]+)=(%d+)') do
+    local i = index[key]
+    if i then sums[i] = sums[i] + tonumber(c) end
+  end
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(ARGV[2])) + 1
+redis.call('SET', KEYS[3], seq)
+redis.call('PUBLISH', KEYS[4], ARGV[1] .. ' ' .. seq .. ' ' .. table.concat(sums, ' '))
+sums[n + 1] = seq
+return sums
 ",
-        last = LOG_LEN - 1
-    ))
-});
-
-/// Replaces the counts with ARGV[1..5], counted in snapshot ARGV[8], plus
-/// every logged batch that snapshot does not see; refuses (returns -1) when
-/// the stored rebuild is newer or the log may have lost such a batch. The
-/// new sequence is above both the stored one and ARGV[7] (the caller's
-/// newest known), so every replica accepts it. KEYS as APPLY's.
-static REBUILD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{SNAPSHOT_LUA}
-local snap = ARGV[8]
-local mine = xmax(snap)
-local stored = redis.call('GET', KEYS[4])
-if not mine or (stored and (xmax(stored) or 0) > mine) then
-  return -1
-end
-local counts = {{}}
-for i = 1, 5 do counts[i] = tonumber(ARGV[i]) end
-local log = redis.call('LRANGE', KEYS[5], 0, -1)
-for n, entry in ipairs(log) do
-  local parts = {{}}
-  for word in string.gmatch(entry, '%S+') do parts[#parts + 1] = word end
-  local xid = tonumber(parts[1])
-  if xid == nil or not visible(xid, snap) then
-    if n == {full} then return -1 end
-    for i = 1, 5 do counts[i] = counts[i] + tonumber(parts[i + 1]) end
-  end
-end
-local seq = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7])) + 1
-redis.call('SET', KEYS[2], seq)
-redis.call('DEL', KEYS[1], KEYS[5])
-redis.call('HSET', KEYS[1], 'print', counts[1], 'stare', counts[2], 'ai', counts[3], 'revert', counts[4], 'restart', counts[5])
-redis.call('SET', KEYS[4], snap)
-redis.call('PUBLISH', KEYS[3], ARGV[6] .. ' ' .. seq .. ' ' .. table.concat(counts, ' '))
-counts[6] = seq
-return counts
-",
-        full = LOG_LEN
-    ))
+    )
 });
 
 /// A cloneable Redis handle; reconnects by itself after an outage.
@@ -207,53 +151,51 @@ impl Live {
             .is_ok()
     }
 
-    /// Adds `delta`, a batch committed by transaction `xid` (`None`: not
-    /// known), to the shared counts and returns the resulting global snapshot.
-    pub async fn apply(&self, delta: &Counts, xid: Option<u64>) -> Result<Snapshot, LiveError> {
-        let mut call = APPLY.prepare_invoke();
-        self.keys(&mut call);
-        for n in delta.0 {
-            call.arg(n);
-        }
-        call.arg(&self.origin);
-        match xid {
-            Some(xid) => call.arg(xid),
-            None => call.arg("-"),
-        };
-        self.invoke(call).await?.ok_or(LiveError::Malformed)
+    /// Stores one shard's copy and returns the resulting global snapshot;
+    /// `None` when Redis lost the copies and must be rebuilt first.
+    pub async fn apply(
+        &self,
+        copy: &ShardCopy,
+        newest_seq: u64,
+    ) -> Result<Option<Snapshot>, LiveError> {
+        self.store(std::slice::from_ref(copy), newest_seq, false)
+            .await
     }
 
-    /// Overwrites the shared counts with `recount` (from PostgreSQL) plus the
-    /// batches mirrored since that its snapshot does not see.
+    /// Stores every shard's copy from a read of PostgreSQL (copies never
+    /// add, so a rebuild can land in any order with batches and other
+    /// rebuilds), marking Redis as holding them all.
     pub async fn rebuild(
         &self,
-        recount: &CountedAt,
+        copies: &[ShardCopy],
         newest_seq: u64,
     ) -> Result<Snapshot, LiveError> {
-        let mut call = REBUILD.prepare_invoke();
-        self.keys(&mut call);
-        for n in recount.counts.0 {
-            call.arg(n);
-        }
-        call.arg(&self.origin)
-            .arg(newest_seq)
-            .arg(&recount.snapshot);
-        self.invoke(call).await?.ok_or(LiveError::Stale)
+        self.store(copies, newest_seq, true)
+            .await?
+            .ok_or(LiveError::Malformed)
     }
 
-    fn keys(&self, call: &mut redis::ScriptInvocation<'_>) {
-        call.key(COUNTS_KEY)
+    async fn store(
+        &self,
+        copies: &[ShardCopy],
+        newest_seq: u64,
+        rebuild: bool,
+    ) -> Result<Option<Snapshot>, LiveError> {
+        let mut call = STORE.prepare_invoke();
+        call.key(COPIES_KEY)
+            .key(EPOCH_KEY)
             .key(SEQ_KEY)
             .key(&self.channel)
-            .key(SNAPSHOT_KEY)
-            .key(LOG_KEY);
-    }
-
-    /// Runs a script that answers the five counts and the sequence, or -1.
-    async fn invoke(
-        &self,
-        call: redis::ScriptInvocation<'_>,
-    ) -> Result<Option<Snapshot>, LiveError> {
+            .arg(&self.origin)
+            .arg(newest_seq)
+            .arg(if rebuild { "1" } else { "0" })
+            .arg(Choice::ALL.len());
+        for choice in Choice::ALL {
+            call.arg(choice.key());
+        }
+        for copy in copies {
+            call.arg(copy.shard).arg(copy.epoch).arg(copy.encode());
+        }
         let mut conn = self.conn.clone();
         let out: redis::Value = bounded(async { Ok(call.invoke_async(&mut conn).await?) }).await?;
         if out == redis::Value::Int(-1) {
@@ -270,27 +212,26 @@ impl Live {
         }))
     }
 
-    /// The stored snapshot, or `None` when Redis holds none (new or emptied).
+    /// The stored sum of the copies, or `None` when Redis lost them (new or emptied).
     pub async fn read(&self) -> Result<Option<Snapshot>, LiveError> {
         let mut conn = self.conn.clone();
-        let (seq, values): (Option<u64>, Vec<Option<u64>>) = bounded(async {
+        let (epoch, seq, copies): (Option<i64>, Option<u64>, Vec<(i32, String)>) = bounded(async {
             Ok(redis::pipe()
+                .get(EPOCH_KEY)
                 .get(SEQ_KEY)
-                .cmd("HMGET")
-                .arg(COUNTS_KEY)
-                .arg(&Choice::ALL.map(Choice::key)[..])
+                .hgetall(COPIES_KEY)
                 .query_async(&mut conn)
                 .await?)
         })
         .await?;
-        let Some(seq) = seq else { return Ok(None) };
-        let mut counts = Counts::default();
-        for (choice, n) in Choice::ALL.into_iter().zip(values) {
-            counts.add(choice, n.unwrap_or(0));
+        let Some(epoch) = epoch else { return Ok(None) };
+        let mut held = Copies::default();
+        for (shard, text) in copies {
+            held.offer(ShardCopy::decode(shard, epoch, &text).ok_or(LiveError::Malformed)?);
         }
         Ok(Some(Snapshot {
-            counts,
-            seq,
+            counts: held.sum(),
+            seq: seq.unwrap_or(0),
             local: 0,
         }))
     }
@@ -415,48 +356,30 @@ impl Announcement {
     }
 }
 
-/// Set while the speaker hides the results (docs/contract.md, the speaker's console); absent means visible.
-pub const HIDDEN_KEY: &str = "vote-api:results-hidden";
 /// Pub/sub channel announcing reveal changes as `hidden` / `visible`
-/// (database number appended, as for the counts channel).
+/// (database number appended, as for the counts channel). The flag itself
+/// lives in PostgreSQL (db/session.rs).
 pub const REVEAL_CHANNEL_PREFIX: &str = "vote-api:reveal:";
 
-/// The reveal switch: one flag every replica shares, announced on change.
+/// Announcements of the reveal switch.
 impl Live {
     fn reveal_channel(&self) -> String {
         let db = self.client.get_connection_info().redis_settings().db();
         format!("{REVEAL_CHANNEL_PREFIX}{db}")
     }
 
-    /// Stores and announces whether the results are hidden, atomically.
-    pub async fn set_hidden(&self, hidden: bool) -> Result<(), LiveError> {
+    /// Tells every replica that the results are now hidden or visible.
+    pub async fn announce_hidden(&self, hidden: bool) -> Result<(), LiveError> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if hidden {
-            pipe.set(HIDDEN_KEY, 1).ignore();
-        } else {
-            pipe.del(HIDDEN_KEY).ignore();
-        }
-        pipe.publish(
-            self.reveal_channel(),
-            if hidden { "hidden" } else { "visible" },
-        )
-        .ignore();
-        bounded(async { Ok(pipe.query_async::<()>(&mut conn).await?) }).await
-    }
-
-    /// Whether the results are hidden, as stored.
-    pub async fn hidden(&self) -> Result<bool, LiveError> {
-        let mut conn = self.conn.clone();
-        let exists: bool = bounded(async {
-            Ok(redis::cmd("EXISTS")
-                .arg(HIDDEN_KEY)
-                .query_async(&mut conn)
+        let payload = if hidden { "hidden" } else { "visible" };
+        bounded(async {
+            Ok(redis::cmd("PUBLISH")
+                .arg(self.reveal_channel())
+                .arg(payload)
+                .query_async::<()>(&mut conn)
                 .await?)
         })
-        .await?;
-        Ok(exists)
+        .await
     }
 
     /// Subscribes to reveal announcements (`true` = hidden); ends when the

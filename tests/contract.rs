@@ -148,16 +148,7 @@ async fn reset_needs_confirmation_and_deletes_votes_but_not_partners() {
     );
     assert_eq!(app.total().await, 0);
     assert_eq!(vote_rows(&app.stack.database_url).await, 0);
-    let redis_counts: Vec<Option<u64>> = redis::cmd("HMGET")
-        .arg("vote-api:counts")
-        .arg(&CHOICES[..])
-        .query_async(&mut redis_conn(&app.stack.redis_url).await)
-        .await
-        .expect("HMGET");
-    assert!(
-        redis_counts.iter().all(|c| *c == Some(0)),
-        "{redis_counts:?}"
-    );
+    assert_eq!(redis_totals(&app.stack.redis_url).await, Some([0; 5]));
     // Partners stay: a referral vote still validates.
     assert_eq!(
         app.vote("ai", Some("conf-partner-2026")).await.status,

@@ -46,30 +46,13 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
         .await,
         "/ready recovers"
     );
-    let mut conn = redis_conn(&redis.url()).await;
     assert!(
-        eventually(WAIT, || {
-            let mut conn = conn.clone();
-            async move {
-                let print: Option<u64> = redis::cmd("HGET")
-                    .arg("vote-api:counts")
-                    .arg("print")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(None);
-                print == Some(2)
-            }
+        eventually(WAIT, || async {
+            redis_totals(&redis.url()).await == Some([2, 0, 1, 0, 0])
         })
         .await,
         "Redis rebuilt from PostgreSQL"
     );
-    let ai: u64 = redis::cmd("HGET")
-        .arg("vote-api:counts")
-        .arg("ai")
-        .query_async(&mut conn)
-        .await
-        .expect("HGET");
-    assert_eq!(ai, 1);
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
     assert_eq!(app.total().await, 4);
     app.stop().await;
@@ -87,17 +70,8 @@ async fn emptied_redis_is_rebuilt_from_postgres() {
         .await
         .expect("FLUSHDB");
 
-    let rebuilt = eventually(WAIT, || {
-        let mut conn = conn.clone();
-        async move {
-            let counts: Vec<Option<u64>> = redis::cmd("HMGET")
-                .arg("vote-api:counts")
-                .arg(&["print", "stare", "ai"][..])
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            counts == [Some(2), Some(1), Some(0)]
-        }
+    let rebuilt = eventually(WAIT, || async {
+        redis_totals(&app.stack.redis_url).await == Some([2, 1, 0, 0, 0])
     })
     .await;
     assert!(rebuilt, "Redis counts rebuilt from PostgreSQL");
@@ -119,15 +93,26 @@ async fn a_stale_redis_is_corrected_at_start_up() {
     let first = TestApp::start_on(&stack, stack.config()).await;
     first.vote("revert", None).await;
     first.stop().await;
-    // Someone tampered with Redis while no replica ran.
+    // Redis was changed while no replica ran: its copy of the shard now
+    // claims 99 `revert` votes at the version PostgreSQL holds with 1.
     let mut conn = redis_conn(&stack.redis_url).await;
+    let copies: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(vote_api::live::COPIES_KEY)
+        .query_async(&mut conn)
+        .await
+        .expect("HGETALL");
+    let (shard, copy) = copies
+        .into_iter()
+        .find(|(_, copy)| copy.contains("revert=1"))
+        .expect("the shard that holds the vote");
     let _: () = redis::cmd("HSET")
-        .arg("vote-api:counts")
-        .arg("revert")
-        .arg(99)
+        .arg(vote_api::live::COPIES_KEY)
+        .arg(&shard)
+        .arg(copy.replace("revert=1", "revert=99"))
         .query_async(&mut conn)
         .await
         .expect("HSET");
+    assert_eq!(redis_totals(&stack.redis_url).await, Some([0, 0, 0, 99, 0]));
     let second = TestApp::start_on(&stack, stack.config()).await;
     assert!(
         eventually(WAIT, || async {

@@ -57,7 +57,7 @@ impl Actors {
     ) -> (Actors, ActorTasks) {
         let process = process_name(live.origin());
         let (recount_tx, recount_rx) = tally::recount_channel();
-        let (reveal, v_task) = RevealHandle::spawn(live.clone(), shutdown.clone());
+        let (reveal, v_task) = RevealHandle::spawn(live.clone(), pool.clone(), shutdown.clone());
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
             view.clone(),
             live.clone(),

@@ -1,29 +1,32 @@
 //! VoteTally: owns this replica's view of the live counts and keeps Redis in
-//! step. The PersistenceWriter hands it every committed batch, recount and
-//! reset in commit order; it mirrors each to Redis in one round trip, offers
-//! the result to the shared `CountsView`, and rebuilds Redis from a recount
-//! when Redis was down or emptied. `RedisSync` decides (no I/O); this file acts.
+//! step. The PersistenceWriter hands it every committed batch (its shard's
+//! totals as committed, and what it added), and every read of all totals
+//! (a recount, a reset) in commit order. A batch is shown at once, then its
+//! copy goes to Redis, whose sum of copies is shown next; a rebuild writes
+//! every shard's copy. Copies never add (totals.rs), so nothing here can
+//! count a vote twice. `RedisSync` decides when to rebuild (no I/O); this
+//! file acts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-use super::mailbox;
 use tracing::{info, warn};
 
-use crate::live::{CountedAt, Live, LiveError};
+use super::mailbox;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::{Counts, CountsView, Snapshot};
-use redis_sync::{Check, Checked, Fault, Mirrored, Reading, Recounted, RedisSync};
+use crate::totals::{self, ShardCopy};
+use redis_sync::{Check, Decision, Reading, RedisSync};
 
 mod redis_sync;
 
 /// Mailbox size. Only the writer sends here and it awaits room, which slows
 /// commits down instead of dropping a count.
 pub const TALLY_QUEUE: usize = 256;
-/// How often the tally checks that Redis still holds the counts.
+/// How often the tally checks that Redis still holds the copies.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound for the writer waiting on the tally.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,13 +34,10 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// means a recount is pending already, and the next check asks again if needed.
 pub const RECOUNT_QUEUE: usize = 4;
 
-/// Asks the PersistenceWriter to count `votes` and hand the result back
-/// through `TallyHandle::rebuild`, in commit order. `force` rebuilds Redis
-/// even when it looks in step.
-#[derive(Debug, Clone, Copy)]
-pub struct Recount {
-    pub force: bool,
-}
+/// Asks the PersistenceWriter to read every shard's totals and hand them
+/// back through `TallyHandle::rebuild`, in commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recount;
 
 /// The tally's end of the recount channel. It runs against the graph
 /// (tally → writer), so it can only `try_send`: the tally never waits on the writer.
@@ -45,8 +45,8 @@ pub struct RecountRequests(mpsc::Sender<Recount>);
 
 impl RecountRequests {
     /// Queues a recount; false when the queue is full (one is pending already).
-    pub fn try_request(&self, force: bool) -> bool {
-        self.0.try_send(Recount { force }).is_ok()
+    pub fn try_request(&self) -> bool {
+        self.0.try_send(Recount).is_ok()
     }
 }
 
@@ -58,13 +58,12 @@ pub fn recount_channel() -> (RecountRequests, mpsc::Receiver<Recount>) {
 
 enum TallyMsg {
     Apply {
+        copy: Option<ShardCopy>,
         delta: Counts,
-        xid: Option<u64>,
         done: oneshot::Sender<()>,
     },
     Rebuild {
-        recount: CountedAt,
-        force: bool,
+        copies: Vec<ShardCopy>,
         done: oneshot::Sender<()>,
     },
 }
@@ -94,20 +93,17 @@ impl TallyHandle {
         (TallyHandle { tx }, tokio::spawn(actor.run()))
     }
 
-    /// Adds a batch committed by transaction `xid` (`None`: not known);
-    /// returns once the counts are visible.
-    pub async fn apply(&self, delta: Counts, xid: Option<u64>) {
-        self.send(|done| TallyMsg::Apply { delta, xid, done }).await;
+    /// A committed batch: `delta` it added, `copy` its shard's totals after
+    /// it (`None`: not known, a recount follows). Returns once the counts
+    /// are visible on this replica.
+    pub async fn apply(&self, copy: Option<ShardCopy>, delta: Counts) {
+        self.send(|done| TallyMsg::Apply { copy, delta, done })
+            .await;
     }
 
-    /// Replaces the counts with a recount from PostgreSQL.
-    pub async fn rebuild(&self, recount: CountedAt, force: bool) {
-        self.send(|done| TallyMsg::Rebuild {
-            recount,
-            force,
-            done,
-        })
-        .await;
+    /// Every shard's totals, read from PostgreSQL: written to Redis as they are.
+    pub async fn rebuild(&self, copies: Vec<ShardCopy>) {
+        self.send(|done| TallyMsg::Rebuild { copies, done }).await;
     }
 
     /// Messages waiting in the mailbox.
@@ -139,21 +135,18 @@ struct VoteTally {
 
 impl VoteTally {
     async fn run(mut self) {
-        self.recounts.try_request(false);
-        // The first check waits a full interval so the start-up recount (which
-        // keeps Redis when it is in step) lands before a forced one could.
+        self.recounts.try_request();
         let start = tokio::time::Instant::now() + CHECK_INTERVAL;
         let mut check = tokio::time::interval_at(start, CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(TallyMsg::Apply { delta, xid, done }) => {
-                        self.apply(delta, xid).await;
-                        let _ = done.send(());
+                    Some(TallyMsg::Apply { copy, delta, done }) => {
+                        self.apply(copy, delta, done).await;
                     }
-                    Some(TallyMsg::Rebuild { recount, force, done }) => {
-                        self.rebuild(recount, force).await;
+                    Some(TallyMsg::Rebuild { copies, done }) => {
+                        self.rebuild(copies).await;
                         let _ = done.send(());
                     }
                     None => break,
@@ -163,115 +156,111 @@ impl VoteTally {
         }
     }
 
-    async fn apply(&mut self, delta: Counts, xid: Option<u64>) {
-        if self.sync.mirrors() {
-            let shown_seq = self.view.current().seq;
-            let answer = self.live.apply(&delta, xid).await.inspect_err(|e| {
-                warn!(error = %e, "could not mirror votes to Redis");
-            });
-            match self.sync.mirrored(shown_seq, answer.ok()) {
-                Mirrored::Show(snapshot) => {
-                    self.view.offer(snapshot);
-                    return;
-                }
-                Mirrored::CountLocally(fault) => self.fell_out(fault),
-            }
+    /// Shows the batch on this replica and confirms before any Redis call,
+    /// so a voter's answer never precedes its vote in `/votes`, whatever
+    /// Redis does; then stores the copy and shows Redis's sum.
+    async fn apply(&mut self, copy: Option<ShardCopy>, delta: Counts, done: oneshot::Sender<()>) {
+        if delta.total() > 0 {
+            self.view
+                .offer(counted_locally(self.view.current(), &delta));
         }
-        let local = redis_sync::counted_locally(self.view.current(), &delta);
-        self.view.offer(local);
+        let _ = done.send(());
+        let Some(copy) = copy else {
+            self.recounts.try_request();
+            return;
+        };
+        let answer = self.live.apply(&copy, self.view.current().seq).await;
+        let reading = match answer {
+            Ok(Some(snapshot)) => Reading::Stored(snapshot),
+            Ok(None) => Reading::Lost,
+            Err(e) => {
+                warn!(error = %e, "could not store the totals' copy in Redis");
+                Reading::Failed
+            }
+        };
+        self.decide(reading);
     }
 
-    /// Takes a recount from PostgreSQL: keeps Redis or rebuilds it.
-    async fn rebuild(&mut self, recount: CountedAt, force: bool) {
-        let counts = recount.counts;
-        let redis = if force { None } else { Some(self.read().await) };
-        match self.sync.recounted(&counts, redis) {
-            Recounted::Keep(stored) => {
-                self.view.offer(stored);
-                return;
-            }
-            Recounted::Rebuild {
-                mismatch: Some(diff),
-            } => warn!(?diff, "Redis and PostgreSQL disagree, rebuilding Redis"),
-            Recounted::Rebuild { mismatch: None } => {}
-        }
+    /// Writes every shard's copy to Redis; if Redis is down, shows
+    /// PostgreSQL's totals on this replica meanwhile.
+    async fn rebuild(&mut self, copies: Vec<ShardCopy>) {
         let newest = self.view.current();
-        match self.live.rebuild(&recount, newest.seq).await {
+        match self.live.rebuild(&copies, newest.seq).await {
             Ok(snapshot) => {
                 info!(
                     total = snapshot.counts.total(),
-                    "rebuilt Redis counts from PostgreSQL"
+                    "rebuilt Redis from PostgreSQL's totals"
                 );
                 self.metrics.redis_rebuilds.inc();
                 self.sync.rebuilt(true);
                 self.view.offer(snapshot);
             }
-            // Out of step either way: the next check asks for a forced recount.
-            Err(LiveError::Stale) => {
-                info!("another replica rebuilt Redis from a newer count; recounting");
-                self.out_of_step_with(newest, counts);
-            }
             Err(e) => {
-                warn!(error = %e, "could not rebuild Redis counts");
+                warn!(error = %e, "could not rebuild Redis from PostgreSQL's totals");
                 self.metrics.redis_sync_failures.inc();
-                self.out_of_step_with(newest, counts);
+                self.sync.rebuilt(false);
+                self.view.offer(local_change(newest, totals::sum(&copies)));
             }
         }
     }
 
-    /// Redis was not rebuilt: show the recount as a local change.
-    fn out_of_step_with(&mut self, newest: Snapshot, counts: Counts) {
-        self.sync.rebuilt(false);
-        self.view.offer(redis_sync::local_change(newest, counts));
-    }
-
-    /// Periodic repair: catches up with missed announcements, notices an
-    /// emptied Redis, and asks for a rebuild once Redis is back.
+    /// Periodic repair: catches up with missed announcements, notices a
+    /// Redis that lost the copies, and asks for a rebuild once Redis is back.
     async fn check(&mut self) {
         match self.sync.check() {
             Check::Ping => {
                 if self.live.ping().await {
-                    self.recounts.try_request(true);
+                    self.recounts.try_request();
                 }
             }
-            Check::Read { recount } => {
-                if recount {
-                    self.recounts.try_request(false);
-                }
-                let reading = self.read().await;
-                match self.sync.checked(reading) {
-                    Checked::Show(stored) => {
-                        self.view.offer(stored);
-                    }
-                    Checked::Lost => {
+            Check::Read => {
+                let reading = match self.live.read().await {
+                    Ok(Some(stored)) => Reading::Stored(stored),
+                    Ok(None) => {
                         warn!("Redis lost the counts, rebuilding from PostgreSQL");
-                        self.recounts.try_request(true);
+                        Reading::Lost
                     }
-                    Checked::Failed => self.fell_out(Fault::Failed),
-                }
+                    Err(e) => {
+                        warn!(error = %e, "Redis unavailable");
+                        Reading::Failed
+                    }
+                };
+                self.decide(reading);
             }
         }
     }
 
-    async fn read(&self) -> Reading {
-        match self.live.read().await {
-            Ok(Some(stored)) => Reading::Stored(stored),
-            Ok(None) => Reading::Empty,
-            Err(e) => {
-                warn!(error = %e, "Redis unavailable");
-                Reading::Failed
+    fn decide(&mut self, reading: Reading) {
+        match self.sync.answered(reading) {
+            Decision::Show(snapshot) => {
+                self.view.offer(snapshot);
             }
+            Decision::Rebuild => {
+                self.recounts.try_request();
+            }
+            Decision::Wait => self.metrics.redis_sync_failures.inc(),
         }
     }
+}
 
-    fn fell_out(&self, fault: Fault) {
-        match fault {
-            Fault::Emptied => {
-                warn!("Redis sequence went backwards: Redis was emptied, rebuilding");
-            }
-            Fault::Failed => self.metrics.redis_sync_failures.inc(),
-        }
+/// A change this replica made on its own (before or without Redis): the
+/// counts `counts`, ordered after `newest` by the local counter alone. The
+/// next snapshot from Redis has a higher sequence and replaces it.
+fn local_change(newest: Snapshot, counts: Counts) -> Snapshot {
+    Snapshot {
+        counts,
+        seq: newest.seq,
+        local: newest.local + 1,
     }
+}
+
+/// `newest` plus a committed batch, as a local change.
+fn counted_locally(newest: Snapshot, delta: &Counts) -> Snapshot {
+    let mut counts = newest.counts;
+    for (n, d) in counts.0.iter_mut().zip(delta.0) {
+        *n += d;
+    }
+    local_change(newest, counts)
 }
 
 #[cfg(test)]
@@ -289,7 +278,7 @@ mod tests {
     async fn a_stuck_tally_holds_the_writer_for_at_most_apply_timeout() {
         let (tally, _mailbox) = stuck_tally(TALLY_QUEUE);
         let started = Instant::now();
-        tally.apply(Counts([1, 0, 0, 0, 0]), Some(7)).await;
+        tally.apply(None, Counts([1, 0, 0, 0, 0])).await;
         assert_eq!(started.elapsed(), APPLY_TIMEOUT);
         assert_eq!(
             tally.queue_depth(),
@@ -306,13 +295,13 @@ mod tests {
         tally
             .tx
             .try_send(TallyMsg::Apply {
+                copy: None,
                 delta,
-                xid: None,
                 done,
             })
             .unwrap_or_else(|_| panic!("room for one"));
         let started = Instant::now();
-        tally.rebuild(CountedAt::default(), true).await;
+        tally.rebuild(Vec::new()).await;
         assert_eq!(started.elapsed(), APPLY_TIMEOUT);
         assert_eq!(tally.queue_depth(), 1, "nothing was squeezed in");
     }
@@ -322,17 +311,17 @@ mod tests {
         let (tally, mut mailbox) = stuck_tally(TALLY_QUEUE);
         let confirm = tokio::spawn(async move {
             match mailbox.recv().await {
-                Some(TallyMsg::Apply { delta, xid, done }) => {
+                Some(TallyMsg::Apply { delta, copy, done }) => {
                     let _ = done.send(());
-                    (delta, xid)
+                    (delta, copy)
                 }
                 _ => panic!("expected the batch"),
             }
         });
         let started = Instant::now();
-        tally.apply(Counts([0, 0, 2, 0, 0]), Some(7)).await;
+        tally.apply(None, Counts([0, 0, 2, 0, 0])).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert_eq!(confirm.await.ok(), Some((Counts([0, 0, 2, 0, 0]), Some(7))));
+        assert_eq!(confirm.await.ok(), Some((Counts([0, 0, 2, 0, 0]), None)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -340,7 +329,7 @@ mod tests {
         let (tally, mailbox) = stuck_tally(TALLY_QUEUE);
         drop(mailbox);
         let started = Instant::now();
-        tally.apply(Counts([1, 0, 0, 0, 0]), Some(7)).await;
+        tally.apply(None, Counts([1, 0, 0, 0, 0])).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
@@ -348,15 +337,15 @@ mod tests {
     fn recount_requests_never_wait_and_a_full_queue_drops_them() {
         let (requests, mut writer) = recount_channel();
         for _ in 0..RECOUNT_QUEUE {
-            assert!(requests.try_request(false));
+            assert!(requests.try_request());
         }
-        assert!(!requests.try_request(true), "full: one is pending already");
-        assert!(writer.try_recv().is_ok_and(|r| !r.force));
+        assert!(!requests.try_request(), "full: one is pending already");
+        assert_eq!(writer.try_recv().ok(), Some(Recount));
         assert!(
-            requests.try_request(true),
+            requests.try_request(),
             "room again once the writer took one"
         );
         drop(writer);
-        assert!(!requests.try_request(true), "a gone writer is no panic");
+        assert!(!requests.try_request(), "a gone writer is no panic");
     }
 }

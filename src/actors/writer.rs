@@ -27,6 +27,7 @@ use super::tally::{Recount, TallyHandle};
 use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
 use crate::poll::{Choice, Counts};
+use crate::totals::{self, ShardCopy};
 
 /// Mailbox size. Request path: callers wait up to `ENQUEUE_TIMEOUT` for room,
 /// then get 503 — the queue never grows without bound.
@@ -105,13 +106,18 @@ impl WriterHandle {
         metrics: Arc<Metrics>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let first_batch = batch_id_base();
         let actor = PersistenceWriter {
             rx,
             recounts,
             pool,
             tally,
             metrics,
-            next_batch_id: batch_id_base(),
+            at: db::votes::Writer {
+                shard: (first_batch % i64::from(totals::SHARDS)) as i32,
+                first_batch,
+            },
+            next_batch_id: first_batch,
         };
         (WriterHandle { tx }, tokio::spawn(actor.run()))
     }
@@ -158,7 +164,7 @@ impl WriterHandle {
 /// Safety net for a vote's caller, past the writer's own bound (mailbox,
 /// batch, tally): the writer always answers first, so a caller is never told
 /// 503 here about a vote that could still commit.
-const VOTE_REPLY_TIMEOUT: Duration = QUEUE_WAIT
+pub const VOTE_REPLY_TIMEOUT: Duration = QUEUE_WAIT
     .saturating_add(COMMIT_BUDGET)
     .saturating_add(super::tally::APPLY_TIMEOUT)
     .saturating_add(Duration::from_secs(1));
@@ -185,6 +191,8 @@ struct PersistenceWriter {
     pool: Pool,
     tally: TallyHandle,
     metrics: Arc<Metrics>,
+    /// This process's shard of the totals and first batch id.
+    at: db::votes::Writer,
     next_batch_id: i64,
 }
 
@@ -214,7 +222,7 @@ impl PersistenceWriter {
                     }
                     self.commit(&mut votes).await;
                 }
-                Some(recount) = self.recounts.recv() => self.recount(recount).await,
+                Some(Recount) = self.recounts.recv() => self.recount().await,
             }
         }
     }
@@ -249,7 +257,7 @@ impl PersistenceWriter {
         self.metrics.batch_size.observe(votes.len() as f64);
 
         match result {
-            Ok((owners, xid)) => self.answer(votes, &leaders, &owners, batch_id, xid).await,
+            Ok((owners, copy)) => self.answer(votes, &leaders, &owners, batch_id, copy).await,
             Err(e) => {
                 error!(error = %e, votes = votes.len(), "batch not committed, answering 503");
                 self.metrics.write_failures.inc_by(votes.len() as u64);
@@ -260,15 +268,15 @@ impl PersistenceWriter {
         }
     }
 
-    /// Answers every vote of a committed batch (transaction `xid`, when
-    /// known); counts only the stored ones.
+    /// Answers every vote of a committed batch (with its shard's totals
+    /// after it, when known); counts only the stored ones.
     async fn answer(
         &mut self,
         votes: &mut Vec<PendingVote>,
         leaders: &[bool],
         owners: &KeyOwners,
         batch_id: i64,
-        xid: Option<u64>,
+        copy: Option<ShardCopy>,
     ) {
         let outcomes = outcomes(votes, leaders, owners, batch_id);
         let mut delta = Counts::default();
@@ -290,15 +298,9 @@ impl PersistenceWriter {
         }
         // Wait for the tally so that a caller who reads /votes after
         // its 200 sees its own vote.
-        self.tally.apply(delta, xid).await;
+        self.tally.apply(copy, delta).await;
         for (pending, outcome) in votes.drain(..).zip(outcomes) {
             let _ = pending.reply.send(outcome);
-        }
-        // Unknown owners: some keyed votes of this batch may be stored but
-        // are not counted. Unknown xid (an earlier attempt committed): a
-        // rebuild may have counted the batch already, and Redis cannot tell.
-        if matches!(owners, KeyOwners::Unknown) || xid.is_none() {
-            self.recount(Recount { force: true }).await;
         }
     }
 
@@ -306,24 +308,27 @@ impl PersistenceWriter {
     /// a lost PostgreSQL for `RETRY_BUDGET`; a retry conflicts with, or waits
     /// for, an earlier attempt of the same batch. When an attempt's outcome
     /// stayed unknown, the batch is fenced before it is answered as failed,
-    /// so it cannot commit later. With the owners comes the transaction id
-    /// of the commit, unless an earlier attempt made it.
+    /// so it cannot commit later. With the owners come the shard's totals
+    /// after the commit; when an earlier attempt made it (its answer was
+    /// lost), both are read afterwards, and the totals as they are by then
+    /// (any committed state is a valid copy).
     async fn store(
         &self,
         batch_id: i64,
         rows: &db::votes::BatchRows<'_>,
-    ) -> Result<(KeyOwners, Option<u64>), DbError> {
+    ) -> Result<(KeyOwners, Option<ShardCopy>), DbError> {
         let started = Instant::now();
         let settle_by = started + COMMIT_BUDGET - db::votes::CANCEL_GRACE;
         // Set by any attempt that may have reached the server and committed.
         let in_doubt = &AtomicBool::new(false);
+        let at = self.at;
         let inserted = retry(
             "vote batch",
             started + RETRY_BUDGET,
             started + RETRY_BUDGET + ATTEMPT_TIMEOUT,
             |deadline| async move {
                 let client = db::votes::client(&self.pool, deadline).await?;
-                let inserted = db::votes::insert_batch(client, batch_id, rows, deadline).await;
+                let inserted = db::votes::insert_batch(client, at, batch_id, rows, deadline).await;
                 if inserted.as_ref().is_err_and(db::votes::may_have_committed) {
                     in_doubt.store(true, Ordering::Relaxed);
                 }
@@ -348,12 +353,41 @@ impl PersistenceWriter {
                 db::votes::Inserted::Before
             }
         };
-        let (keyed, xid) = match inserted {
-            db::votes::Inserted::Now { keyed, xid } => (Some(keyed), Some(xid)),
-            db::votes::Inserted::Before => (None, None),
-        };
-        if rows.keys.is_empty() || keyed == Some(rows.keys.len() as u64) {
-            return Ok((KeyOwners::AllNew, xid));
+        match inserted {
+            db::votes::Inserted::Now { copy, keys: None } => Ok((KeyOwners::AllNew, Some(copy))),
+            db::votes::Inserted::Now {
+                copy,
+                keys: Some(found),
+            } => Ok((KeyOwners::Found(found.into_iter().collect()), Some(copy))),
+            db::votes::Inserted::Before => Ok(self.read_back(rows, settle_by).await),
+        }
+    }
+
+    /// Who holds the keys of a batch that an earlier attempt committed, and
+    /// its shard's totals now. A failure here is not the batch's: its
+    /// unkeyed votes are answered as stored, its keyed ones 503 (their
+    /// clients retry with the same keys, which settles them), and without
+    /// totals the tally asks for a recount.
+    async fn read_back(
+        &self,
+        rows: &db::votes::BatchRows<'_>,
+        settle_by: Instant,
+    ) -> (KeyOwners, Option<ShardCopy>) {
+        let shard = self.at.shard;
+        let copy = retry(
+            "totals read-back",
+            settle_by,
+            settle_by,
+            |deadline| async move {
+                let client = db::votes::client(&self.pool, deadline).await?;
+                db::votes::shard(&client, shard, deadline).await
+            },
+        )
+        .await
+        .inspect_err(|e| warn!(error = %e, "committed batch: could not read its totals"))
+        .ok();
+        if rows.keys.is_empty() {
+            return (KeyOwners::AllNew, copy);
         }
         let found = retry("key lookup", settle_by, settle_by, |deadline| async move {
             let client = db::votes::client(&self.pool, deadline).await?;
@@ -367,22 +401,31 @@ impl PersistenceWriter {
                 KeyOwners::Unknown
             }
         };
-        Ok((owners, xid))
+        (owners, copy)
     }
 
+    /// Starts a new session (db::votes::reset) and writes its zeroed totals
+    /// to the tally. A reset whose COMMIT answer was lost is settled by the
+    /// epoch: moved on means it happened, and it is reported done.
     async fn reset(&mut self) -> Result<(), WriteError> {
         let deadline = Instant::now() + ATTEMPT_TIMEOUT;
-        // The recount after the TRUNCATE, not zero counts: another replica's
-        // batch may commit in between, and Redis keeps it only if counted.
+        let mut before = None;
         let result = async {
             let client = db::votes::client(&self.pool, deadline).await?;
-            db::votes::delete_all(&client, deadline).await?;
-            db::within(ATTEMPT_TIMEOUT, db::votes::counts(&client)).await
+            before = Some(db::votes::epoch(&client, deadline).await?);
+            db::votes::reset(client, deadline).await
         }
         .await;
-        match result {
-            Ok(recount) => {
-                self.tally.rebuild(recount, true).await;
+        let copies = match (result, before) {
+            (Ok(copies), _) => Ok(copies),
+            (Err(e), Some(before)) if db::votes::may_have_committed(&e) => {
+                self.settle_reset(before).await.ok_or(e)
+            }
+            (Err(e), _) => Err(e),
+        };
+        match copies {
+            Ok(copies) => {
+                self.tally.rebuild(copies).await;
                 Ok(())
             }
             Err(e) => {
@@ -392,15 +435,34 @@ impl PersistenceWriter {
         }
     }
 
-    async fn recount(&mut self, recount: Recount) {
-        let result = db::within(ATTEMPT_TIMEOUT, async {
-            let client = self.pool.get().await?;
-            db::votes::counts(&client).await
-        })
+    /// The new totals if a reset in doubt happened (the epoch moved on).
+    async fn settle_reset(&self, before: i64) -> Option<Vec<ShardCopy>> {
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        let settled = async {
+            let client = db::votes::client(&self.pool, deadline).await?;
+            let now = db::votes::epoch(&client, deadline).await?;
+            if now == before {
+                return Ok(None);
+            }
+            db::votes::totals(&client, deadline).await.map(Some)
+        }
+        .await;
+        settled
+            .inspect_err(|e| error!(error = %e, "reset outcome unknown"))
+            .ok()
+            .flatten()
+    }
+
+    async fn recount(&mut self) {
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        let result = async {
+            let client = db::votes::client(&self.pool, deadline).await?;
+            db::votes::totals(&client, deadline).await
+        }
         .await;
         match result {
-            Ok(counts) => self.tally.rebuild(counts, recount.force).await,
-            // The tally asks again on its next tick while it is out of step.
+            Ok(copies) => self.tally.rebuild(copies).await,
+            // The tally asks again on its next check while it is out of step.
             Err(e) => warn!(error = %e, "recount failed"),
         }
     }

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_idempotency",
         include_str!("../../db/migrations/0003_idempotency.sql"),
     ),
+    (
+        "0004_totals",
+        include_str!("../../db/migrations/0004_totals.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming our advisory lock.

@@ -7,6 +7,7 @@
 
 pub mod migrate;
 pub mod partners;
+pub mod session;
 pub mod timeline;
 pub mod votes;
 

@@ -1,6 +1,7 @@
-//! `votes` and `vote_batches`: the group-commit insert with its idempotency
-//! keys, the fence that settles a batch given up on, per-choice counts and
-//! the reset. Only the PersistenceWriter writes here.
+//! `votes`, `vote_batches` and `vote_totals`: the group-commit insert with
+//! its idempotency keys and the totals it changes in the same transaction,
+//! the fence that settles a batch given up on, the totals' copies and the
+//! reset. Only the PersistenceWriter writes here.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{DbError, MeteredPool};
-use crate::live::CountedAt;
-use crate::poll::{Choice, Counts};
+use crate::poll::Choice;
+use crate::totals::ShardCopy;
 
 /// How long a statement may keep running past its deadline while the server
 /// is asked to cancel it and the statement's own answer is awaited.
@@ -40,39 +41,60 @@ pub struct BatchRows<'a> {
 }
 
 /// What an insert attempt found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
-    /// The batch committed now, in transaction `xid`; `keyed` of its keyed
-    /// votes were new keys (the others already had a vote).
-    Now { keyed: u64, xid: u64 },
+    /// The batch committed now. `copy` is its shard's totals as that commit
+    /// left them; `keys` the stored vote of each of the batch's keys, read
+    /// before COMMIT when some key already had a vote (`None`: every key was new).
+    Now {
+        copy: ShardCopy,
+        keys: Option<Vec<(String, KeyedVote)>>,
+    },
     /// An earlier attempt of this batch had committed.
     Before,
 }
 
-/// Inserts a whole batch and its `vote_batches` row with one statement in
-/// an explicit transaction (one commit). A repeated attempt conflicts with,
-/// or waits for, the first one's batch row, so a batch is never stored twice.
-/// Past `deadline` the server is asked to cancel the statement and its own
-/// answer is awaited. Any failure before COMMIT was sent closes the
-/// connection (`DbError::Abandoned`): even a server frozen mid-statement can
-/// then never commit the batch after its votes were answered 503. Only a
-/// COMMIT without an answer leaves the outcome unknown.
+/// Where this process's batches go: its shard of the totals and the first
+/// batch id it used (older ids of its own are pruned as it goes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    pub shard: i32,
+    pub first_batch: i64,
+}
+
+/// Inserts a whole batch, its `vote_batches` row and its totals with one
+/// statement in an explicit transaction (one commit). A repeated attempt
+/// conflicts with, or waits for, the first one's batch row, so a batch is
+/// never stored twice. Past `deadline` the server is asked to cancel the
+/// statement and its own answer is awaited. Any failure before COMMIT was
+/// sent closes the connection (`DbError::Abandoned`): even a server frozen
+/// mid-statement can then never commit the batch after its votes were
+/// answered 503. Only a COMMIT without an answer leaves the outcome unknown.
 pub async fn insert_batch(
     client: Object,
+    writer: Writer,
     batch_id: i64,
     rows: &BatchRows<'_>,
     deadline: Instant,
 ) -> Result<Inserted, DbError> {
-    match insert_in_transaction(&client, batch_id, rows, deadline).await {
-        Ok((keyed, xid)) => Ok(Inserted::Now { keyed, xid }),
-        Err(Step::BeforeCommit(e)) => {
-            // Dropped outside the pool: the socket closes and the server
-            // rolls the open transaction back.
+    match insert_in_transaction(&client, writer, batch_id, rows, deadline).await {
+        Err(Step::BeforeCommit(DbError::Query(ref e))) if is_batch_conflict(e) => {
             drop(Object::take(client));
-            match e {
-                DbError::Query(e) if is_batch_conflict(&e) => Ok(Inserted::Before),
-                e => Err(DbError::Abandoned(Box::new(e))),
-            }
+            Ok(Inserted::Before)
+        }
+        result => finish(client, result).map(|(copy, keys)| Inserted::Now { copy, keys }),
+    }
+}
+
+/// The outcome of a transaction on `client`. After any failure the
+/// connection is dropped outside the pool: the socket closes and the server
+/// rolls an open transaction back whenever it gets to it.
+fn finish<T>(client: Object, result: Result<T, Step>) -> Result<T, DbError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(Step::BeforeCommit(e)) => {
+            drop(Object::take(client));
+            Err(DbError::Abandoned(Box::new(e)))
         }
         Err(Step::Commit(e)) => {
             drop(Object::take(client));
@@ -87,38 +109,64 @@ enum Step {
     Commit(DbError),
 }
 
-/// The new keyed votes and the transaction id (Redis uses it to tell
-/// whether a rebuild's count already holds this batch; see live.rs).
+/// Everything the answers need is read before COMMIT, so that nothing but
+/// the COMMIT's own answer can fail once the votes are stored.
 async fn insert_in_transaction(
     client: &Object,
+    writer: Writer,
     batch_id: i64,
     rows: &BatchRows<'_>,
     deadline: Instant,
-) -> Result<(u64, u64), Step> {
+) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>), Step> {
+    // The shard's new counts are computed in the UPDATE itself, so a
+    // concurrent writer of the same shard is re-read, never overwritten.
     let prepare = client.prepare_cached(
         "WITH batch AS (
                  INSERT INTO vote_batches (batch_id) VALUES ($1)
+             ), pruned AS (
+                 DELETE FROM vote_batches WHERE batch_id >= $7 AND batch_id < $1
              ), plain AS (
                  INSERT INTO votes (choice, referral_code, batch_id)
                  SELECT c, r, $1 FROM unnest($2::text[], $3::text[]) AS t(c, r)
+                 RETURNING choice
              ), keyed AS (
                  INSERT INTO votes (choice, referral_code, idempotency_key, batch_id)
                  SELECT c, r, k, $1 FROM unnest($4::text[], $5::text[], $6::text[]) AS t(c, r, k)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                 RETURNING 1
+                 RETURNING choice
+             ), added AS (
+                 SELECT choice AS k, count(*) AS n
+                 FROM (SELECT choice FROM plain UNION ALL SELECT choice FROM keyed) AS v
+                 GROUP BY choice
+             ), shard AS (
+                 UPDATE vote_totals AS s
+                 SET version = s.version + 1,
+                     counts = (SELECT coalesce(jsonb_object_agg(k, n), '{}')
+                               FROM (SELECT k, sum(n)::bigint AS n
+                                     FROM (SELECT key AS k, value::bigint AS n
+                                           FROM jsonb_each_text(s.counts)
+                                           UNION ALL SELECT k, n FROM added) AS u
+                                     GROUP BY k) AS g)
+                 WHERE s.shard = $8
+                 RETURNING s.shard, s.epoch, s.version, s.counts
              )
-             SELECT count(*), pg_current_xact_id()::text::bigint FROM keyed",
+             SELECT (SELECT count(*) FROM keyed), shard, epoch, version,
+                    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
+                    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)
+             FROM shard",
     );
     let stmt = cancel_after(client, deadline, prepare)
         .await
         .map_err(Step::BeforeCommit)?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
         &batch_id,
         &rows.choices,
         &rows.referrals,
         &rows.keyed_choices,
         &rows.keyed_referrals,
         &rows.keys,
+        &writer.first_batch,
+        &writer.shard,
     ];
     cancel_after(client, deadline, client.batch_execute("BEGIN"))
         .await
@@ -126,18 +174,64 @@ async fn insert_in_transaction(
     let row = cancel_after(client, deadline, client.query_one(&stmt, &params))
         .await
         .map_err(Step::BeforeCommit)?;
-    let read = |i| {
-        row.try_get::<_, i64>(i)
-            .map(|n| u64::try_from(n).unwrap_or(0))
-    };
-    let inserted = read(0)
-        .and_then(|keyed| Ok((keyed, read(1)?)))
+    let new_keys = row
+        .try_get::<_, i64>(0)
         .map_err(|e| Step::BeforeCommit(e.into()))?;
+    let copy = shard_copy(&row, 1).map_err(Step::BeforeCommit)?;
+    let keys = if rows.keys.is_empty() || new_keys == rows.keys.len() as i64 {
+        None
+    } else {
+        // A new statement sees keys that other transactions committed while
+        // this one waited on them: the vote each key is stored with now.
+        Some(
+            keyed_votes(client, &rows.keys, deadline)
+                .await
+                .map_err(Step::BeforeCommit)?,
+        )
+    };
     cancel_after(client, deadline, client.batch_execute("COMMIT"))
         .await
         .map_err(Step::Commit)?;
-    Ok(inserted)
+    Ok((copy, keys))
 }
+
+/// A `vote_totals` row read as (shard, epoch, version, keys[], counts[])
+/// from column `at` on.
+fn shard_copy(row: &tokio_postgres::Row, at: usize) -> Result<ShardCopy, DbError> {
+    let keys: Vec<String> = row.try_get(at + 3)?;
+    let counts: Vec<i64> = row.try_get(at + 4)?;
+    Ok(ShardCopy {
+        shard: row.try_get(at)?,
+        epoch: row.try_get(at + 1)?,
+        version: row.try_get(at + 2)?,
+        counts: keys
+            .into_iter()
+            .zip(counts)
+            .map(|(key, n)| (key, u64::try_from(n).unwrap_or(0)))
+            .collect(),
+    })
+}
+
+/// Every shard of the totals, as one consistent read.
+pub async fn totals(client: &Object, deadline: Instant) -> Result<Vec<ShardCopy>, DbError> {
+    let sql = format!("SELECT {SHARD_COLUMNS} FROM vote_totals");
+    let stmt = cancel_after(client, deadline, client.prepare_cached(&sql)).await?;
+    let rows = cancel_after(client, deadline, client.query(&stmt, &[])).await?;
+    rows.iter().map(|row| shard_copy(row, 0)).collect()
+}
+
+/// One shard of the totals as it is now.
+pub async fn shard(client: &Object, shard: i32, deadline: Instant) -> Result<ShardCopy, DbError> {
+    let sql = format!("SELECT {SHARD_COLUMNS} FROM vote_totals WHERE shard = $1");
+    let stmt = cancel_after(client, deadline, client.prepare_cached(&sql)).await?;
+    let row = cancel_after(client, deadline, client.query_one(&stmt, &[&shard])).await?;
+    shard_copy(&row, 0)
+}
+
+/// The columns `shard_copy` reads, for a `vote_totals` row.
+const SHARD_COLUMNS: &str = "shard, epoch, version,
+    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
+    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)";
 
 /// Settles a batch whose last attempt may still be running on the server:
 /// claims its id alone. True when the claim succeeded, so the batch was not
@@ -190,6 +284,24 @@ pub async fn keyed_votes(
     Ok(found)
 }
 
+/// Upper bound for looking up one key's stored vote, waiting for a
+/// connection included.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The vote stored under `key`, if any (from the shared pool, bounded).
+pub async fn stored_vote(
+    pool: &deadpool_postgres::Pool,
+    key: &str,
+) -> Result<Option<KeyedVote>, DbError> {
+    super::within(LOOKUP_TIMEOUT, async {
+        let client = pool.get().await?;
+        let deadline = Instant::now() + LOOKUP_TIMEOUT;
+        let found = keyed_votes(&client, &[key], deadline).await?;
+        Ok(found.into_iter().next().map(|(_, vote)| vote))
+    })
+    .await
+}
+
 /// False when a failed attempt certainly changed nothing (no connection, or
 /// the server refused the statement); true when it may have committed.
 pub fn may_have_committed(e: &DbError) -> bool {
@@ -236,36 +348,44 @@ async fn cancel_after<T>(
     }
 }
 
-/// Counts per choice, straight from the source of truth.
-pub async fn counts(client: &Object) -> Result<CountedAt, DbError> {
-    // One statement, one snapshot: the counts are exactly what it sees.
-    let row = client
-        .query_one(
-            "SELECT pg_current_snapshot()::text,
-                    coalesce(array_agg(choice), '{}'), coalesce(array_agg(n), '{}')
-             FROM (SELECT choice, count(*) AS n FROM votes GROUP BY choice) AS c",
-            &[],
-        )
-        .await?;
-    let keys: Vec<&str> = row.try_get(1)?;
-    let ns: Vec<i64> = row.try_get(2)?;
-    let mut counts = Counts::default();
-    for (key, n) in keys.into_iter().zip(ns) {
-        // The CHECK constraint keeps unknown keys out; ignore rather than panic.
-        if let Ok(choice) = key.parse::<Choice>() {
-            counts.add(choice, u64::try_from(n).unwrap_or(0));
-        }
-    }
-    Ok(CountedAt {
-        counts,
-        snapshot: row.try_get(0)?,
-    })
+/// Starts a new session in one transaction: deletes every vote with its
+/// idempotency keys and batch ids, and the incident timeline (referral
+/// partners stay); zeroes the totals in a new epoch; shows the results
+/// again. Returns the new totals. Cancelled past `deadline`, so a reset
+/// answered as failed never happens later; when only the COMMIT's answer
+/// is missing, the caller compares `epoch` with the one before.
+pub async fn reset(client: Object, deadline: Instant) -> Result<Vec<ShardCopy>, DbError> {
+    let result = reset_in_transaction(&client, deadline).await;
+    finish(client, result)
 }
 
-/// Deletes every vote and with them their idempotency keys and batch ids
-/// (referral partners stay).
-/// Cancelled past `deadline`, so a reset answered as failed never happens later.
-pub async fn delete_all(client: &Object, deadline: Instant) -> Result<(), DbError> {
-    let truncate = client.batch_execute("TRUNCATE votes, vote_batches");
-    cancel_after(client, deadline, truncate).await
+/// The session's epoch now.
+pub async fn epoch(client: &Object, deadline: Instant) -> Result<i64, DbError> {
+    let row = cancel_after(
+        client,
+        deadline,
+        client.query_one("SELECT epoch FROM poll_state", &[]),
+    )
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+async fn reset_in_transaction(client: &Object, deadline: Instant) -> Result<Vec<ShardCopy>, Step> {
+    // vote_batches before votes: the order in which a batch's statement
+    // locks them, so a reset and a batch never deadlock.
+    let statements = "BEGIN;
+        TRUNCATE vote_batches, votes, timeline_counts, timeline_processes;
+        UPDATE poll_state
+        SET epoch = greatest(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
+            hidden = false;
+        UPDATE vote_totals SET epoch = (SELECT epoch FROM poll_state),
+                               version = version + 1, counts = '{}'";
+    cancel_after(client, deadline, client.batch_execute(statements))
+        .await
+        .map_err(Step::BeforeCommit)?;
+    let copies = totals(client, deadline).await.map_err(Step::BeforeCommit)?;
+    cancel_after(client, deadline, client.batch_execute("COMMIT"))
+        .await
+        .map_err(Step::Commit)?;
+    Ok(copies)
 }

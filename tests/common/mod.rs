@@ -567,3 +567,31 @@ impl Drop for OwnPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The live counts Redis holds (the sum of its copies of PostgreSQL's
+/// totals), in poll order; `None` when Redis holds none (new or emptied).
+pub async fn redis_totals(url: &str) -> Option<[u64; 5]> {
+    let live = vote_api::live::Live::connect(url, "test".into()).expect("valid Redis URL");
+    live.read().await.expect("read Redis").map(|s| s.counts.0)
+}
+
+/// Votes stored per choice in PostgreSQL, in poll order: what every live
+/// count must equal.
+pub async fn stored_counts(database_url: &str) -> [u64; 5] {
+    let rows = pg_connect(database_url)
+        .await
+        .query("SELECT choice, count(*) FROM votes GROUP BY choice", &[])
+        .await
+        .expect("count votes by choice");
+    let mut counts = [0; 5];
+    for row in rows {
+        let choice: String = row.get(0);
+        let n: i64 = row.get(1);
+        let at = ["print", "stare", "ai", "revert", "restart"]
+            .iter()
+            .position(|c| *c == choice)
+            .expect("a choice of the poll");
+        counts[at] = u64::try_from(n).expect("a count");
+    }
+    counts
+}

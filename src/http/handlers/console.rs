@@ -108,7 +108,7 @@ async fn set_visibility(
     };
     state.actors.reveal.set(hidden).await.map_err(|e| {
         warn!(error = %e, "cannot change the results visibility");
-        ApiError::RedisUnavailable
+        ApiError::DbUnavailable
     })?;
     Ok(if hidden {
         (false, "Results hidden: the projector shows the total only.")
@@ -117,16 +117,15 @@ async fn set_visibility(
     })
 }
 
-/// What a session reset also clears: the timeline, and the results become
-/// visible again. The votes are gone already, so a failure here is logged
-/// rather than reported as a failed reset.
+/// What follows a session reset here: the reset's own transaction already
+/// emptied the stored timeline and made the results visible; this drops the
+/// timeline's unsent counts and shows (and announces) the visible results.
+/// The reset happened, so a failure here is logged, not reported.
 pub async fn after_reset(state: &AppState) {
     if let Err(e) = state.actors.timeline.reset().await {
-        warn!(error = %e, "reset could not empty the incident timeline");
+        warn!(error = %e, "reset could not drop the timeline's unsent counts");
     }
-    if let Err(e) = state.actors.reveal.set(false).await {
-        warn!(error = %e, "reset could not make the results visible again");
-    }
+    state.actors.reveal.changed(false).await;
 }
 
 /// Tells the timeline how a `POST /vote` was answered.

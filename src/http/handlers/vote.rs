@@ -7,7 +7,10 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use tracing::warn;
+
 use crate::actors::writer::{NewVote, Recorded};
+use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
@@ -166,6 +169,11 @@ async fn record(
                 "Referral code contains control characters",
             ));
         }
+        // A repeat of a known key is answered from the stored vote: a
+        // replay never touches the referral cache (docs/contract.md).
+        if let Some(recorded) = replayed(state, key.as_deref(), choice).await? {
+            return Ok((choice, referral, recorded));
+        }
         state.actors.referral.validate(code).await?;
     }
     let vote = NewVote {
@@ -175,6 +183,28 @@ async fn record(
     };
     let recorded = state.actors.writer.record(vote).await?;
     Ok((choice, referral, recorded))
+}
+
+/// The answer to a repeat of a stored key (`None`: not stored, or not
+/// known now; the writer then settles it as for any keyed vote).
+async fn replayed(
+    state: &AppState,
+    key: Option<&str>,
+    choice: Choice,
+) -> Result<Option<Recorded>, ApiError> {
+    let Some(key) = key else { return Ok(None) };
+    match db::votes::stored_vote(&state.pool, key).await {
+        Ok(Some(stored)) if stored.choice == choice => {
+            state.metrics.vote_replays.inc();
+            Ok(Some(Recorded::Replayed))
+        }
+        Ok(Some(_)) => Err(ApiError::IdempotencyKeyReused),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            warn!(error = %e, "could not look up an idempotency key before the referral check");
+            Ok(None)
+        }
+    }
 }
 
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {
