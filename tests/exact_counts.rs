@@ -542,5 +542,29 @@ async fn a_reset_with_redis_hung_is_done_and_leaves_everything_reset() {
         })
         .await
     );
+    // A replica starting now finds the session reset where it is stored.
+    let second = TestApp::start_on(&stack, stack.config()).await;
+    assert_eq!(second.get("/votes").await.json()["stare"]["count"], 1);
+    second.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_ids_are_pruned_as_batches_go() {
+    let app = TestApp::start().await;
+    for _ in 0..5 {
+        assert_eq!(app.vote("restart", None).await.status, StatusCode::OK);
+    }
+    let kept: i64 = pg_connect(&app.stack.database_url)
+        .await
+        .query_one("SELECT count(*) FROM vote_batches", &[])
+        .await
+        .expect("count batch ids")
+        .get(0);
+    assert_eq!(
+        kept, 1,
+        "only the newest batch's id is kept (a retry of it needs it)"
+    );
+    assert_eq!(vote_rows(&app.stack.database_url).await, 5);
     app.stop().await;
 }
