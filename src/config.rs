@@ -49,6 +49,9 @@ pub struct Config {
     pub timeline: bool,
 }
 
+/// The shortest `ADMIN_TOKEN` that starts (the chart's schema asks the same).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 24;
+
 /// The `ADMIN_TOKEN`, kept only as its SHA-256 digest: comparing two
 /// fixed-size digests takes the same time whatever the token's length or
 /// content, and `Debug` cannot print the secret.
@@ -170,6 +173,17 @@ impl Config {
                     "ADMIN_TOKEN",
                     "***",
                     "only visible ASCII characters (no spaces): it is sent as a Bearer token",
+                ));
+            }
+            // Guessable tokens open the reset to anyone who can try them.
+            Some(token) if token.len() < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    "***",
+                    format!(
+                        "{} characters, at least {MIN_ADMIN_TOKEN_CHARS} needed (e.g. openssl rand -hex 24)",
+                        token.len()
+                    ),
                 ));
             }
             Some(token) => Some(AdminToken::new(&token)),
@@ -337,7 +351,8 @@ mod tests {
             ("METRICS_ADDR", "0.0.0.0"),
             ("ADMIN_TOKEN", ""),
             ("ADMIN_TOKEN", "  "),
-            ("ADMIN_TOKEN", "two words"),
+            ("ADMIN_TOKEN", "two words two words two words"),
+            ("ADMIN_TOKEN", "short"),
             ("MAX_STREAMS", "0"),
             ("MAX_CONNECTIONS", "lots"),
         ] {
@@ -389,7 +404,7 @@ mod tests {
         let config = parse(&[
             ("CONFERENCE", "kubecon"),
             ("PUBLIC_URL", "https://vote.example.org/"),
-            ("ADMIN_TOKEN", "s3cret"),
+            ("ADMIN_TOKEN", "s3cret-s3cret-s3cret-s3cr"),
             ("APP_VERSION", "dev-mirrord"),
         ])
         .expect("valid");
@@ -398,16 +413,34 @@ mod tests {
             config.public_url.as_deref(),
             Some("https://vote.example.org")
         );
-        assert_eq!(config.admin_token, Some(AdminToken::new("s3cret")));
+        assert_eq!(
+            config.admin_token,
+            Some(AdminToken::new("s3cret-s3cret-s3cret-s3cr"))
+        );
         assert_eq!(config.app_version, "dev-mirrord");
     }
 
     #[test]
     fn admin_token_errors_never_show_it() {
-        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2")]).expect_err("space");
+        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2 hunter2 hunter2")]).expect_err("space");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        let config = parse(&[("ADMIN_TOKEN", "hunter2")]).expect("valid");
+        let err = parse(&[("ADMIN_TOKEN", "hunter2")]).expect_err("short");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let config = parse(&[("ADMIN_TOKEN", "hunter2-hunter2-hunter2-hunter2")]).expect("valid");
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_admin_token_shorter_than_24_characters_stops_start_up() {
+        let short = "0123456789abcdef0123456";
+        let err = parse(&[("ADMIN_TOKEN", short)]).expect_err("23 characters");
+        assert_eq!(err.var, "ADMIN_TOKEN");
+        assert!(err.to_string().contains("at least 24"), "{err}");
+        let long = "0123456789abcdef01234567";
+        assert_eq!(
+            parse(&[("ADMIN_TOKEN", long)]).expect("24 characters").admin_token,
+            Some(AdminToken::new(long))
+        );
     }
 
     #[test]

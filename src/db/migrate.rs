@@ -21,7 +21,24 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_idempotency",
         include_str!("../../db/migrations/0003_idempotency.sql"),
     ),
+    (
+        "0005_app_schema",
+        include_str!("../../db/migrations/0005_app_schema.sql"),
+    ),
 ];
+
+/// Pins the session to the schema holding the migration history, so that
+/// `schema_migrations` is found, not created anew: `public` on an install
+/// from before 0005 (which moves everything to `vote_api`), else `vote_api`
+/// once it exists (0005 made it, or the chart's init script did for a role
+/// that may not create in `public`), else the default path (a fresh database).
+const PIN_SEARCH_PATH: &str = "SELECT set_config('search_path', coalesce(
+    (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relname = 'schema_migrations' AND c.relkind = 'r'
+        AND n.nspname IN ('vote_api', 'public')
+      ORDER BY n.nspname = 'vote_api' DESC LIMIT 1),
+    (SELECT nspname::text FROM pg_namespace WHERE nspname = 'vote_api'),
+    current_setting('search_path')), false)";
 
 /// Arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK_KEY: i64 = 0x766f_7465_2d61_7069; // "vote-api"
@@ -43,6 +60,7 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
 }
 
 async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, DbError> {
+    client.batch_execute(PIN_SEARCH_PATH).await?;
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
