@@ -27,18 +27,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Pins the session to the schema holding the migration history, so that
-/// `schema_migrations` is found, not created anew: `public` on an install
-/// from before 0005 (which moves everything to `vote_api`), else `vote_api`
-/// once it exists (0005 made it, or the chart's init script did for a role
-/// that may not create in `public`), else the default path (a fresh database).
-const PIN_SEARCH_PATH: &str = "SELECT set_config('search_path', coalesce(
-    (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relname = 'schema_migrations' AND c.relkind = 'r'
-        AND n.nspname IN ('vote_api', 'public')
-      ORDER BY n.nspname = 'vote_api' DESC LIMIT 1),
-    (SELECT nspname::text FROM pg_namespace WHERE nspname = 'vote_api'),
-    current_setting('search_path')), false)";
+/// The app's schema first (0005 moves every table there; the chart's init
+/// script creates it beforehand for a role that may not create in
+/// `public`), `public` for an install from before 0005. A schema that does
+/// not exist yet is skipped, so a fresh database starts in `public`.
+const SEARCH_PATH: &str = "SET search_path = vote_api, public";
 
 /// Arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK_KEY: i64 = 0x766f_7465_2d61_7069; // "vote-api"
@@ -60,13 +53,19 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
 }
 
 async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, DbError> {
-    client.batch_execute(PIN_SEARCH_PATH).await?;
+    client.batch_execute(SEARCH_PATH).await?;
+    // Looked up along the path, not only where a new table would go: an
+    // existing history in public must be found, not started afresh.
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    TEXT PRIMARY KEY,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             )",
+            "DO $$ BEGIN
+                 IF to_regclass('schema_migrations') IS NULL THEN
+                     CREATE TABLE schema_migrations (
+                         version    TEXT PRIMARY KEY,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                     );
+                 END IF;
+             END $$",
         )
         .await?;
     let mut applied = 0;
