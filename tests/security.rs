@@ -164,6 +164,75 @@ async fn metrics_are_served_on_metrics_addr_and_not_on_the_main_listener() {
 }
 
 #[tokio::test]
+async fn without_admin_token_a_tunnel_or_a_rebound_name_is_not_the_speaker() {
+    let app = TestApp::start().await;
+    app.vote("print", None).await;
+    let own_host = format!("127.0.0.1:{}", app.addr.port());
+    let refused: [&[(&str, &str)]; 4] = [
+        // DNS rebinding: a foreign name resolving to 127.0.0.1, Origin == Host.
+        &[
+            ("host", "evil.example:8000"),
+            ("origin", "http://evil.example:8000"),
+        ],
+        // A tunnel or a local proxy relays the visitor from loopback.
+        &[("host", &own_host), ("x-forwarded-for", "203.0.113.7")],
+        &[("host", &own_host), ("forwarded", "for=203.0.113.7")],
+        &[("host", &own_host), ("via", "1.1 tunnel")],
+    ];
+    for headers in refused {
+        let reset = post_with(&app, "/admin/reset?confirm=yes", "", headers).await;
+        assert_eq!(reset.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert!(reset.detail().contains("ADMIN_TOKEN"), "{}", reset.text());
+        let mut export = app.request(Method::GET, "/admin/export.csv");
+        for (name, value) in headers {
+            export = export.header(*name, *value);
+        }
+        let export = send(export.body(Full::default()).expect("request")).await;
+        assert_eq!(export.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+    }
+    assert_eq!(app.total().await, 1, "nothing was reset");
+    for host in ["localhost", &format!("localhost:{}", app.addr.port())] {
+        let ok = post_with(&app, "/admin/reset?confirm=yes", "", &[("host", host)]).await;
+        assert_eq!(ok.status, StatusCode::OK, "{host}");
+    }
+    assert_eq!(app.total().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_metrics_addr_metrics_answer_this_machine_only() {
+    let app = TestApp::start().await;
+    app.vote("stare", None).await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text();
+    assert!(text.contains(r#"votes_total{choice="stare"} 1"#), "{text}");
+    for header in [
+        ("host", "vote.example.org"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("via", "1.1 tunnel"),
+    ] {
+        let relayed = app.send_with(Method::GET, "/metrics", header).await;
+        assert_eq!(relayed.status, StatusCode::FORBIDDEN, "{header:?}");
+        assert!(!relayed.text().contains("votes_total"), "{header:?}");
+        assert!(relayed.detail().contains("METRICS_ADDR"), "{}", relayed.text());
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_60_kb_request_head_gets_431() {
+    let app = TestApp::start().await;
+    let big = "a".repeat(60 * 1024);
+    let refused = app.send_with(Method::GET, "/health", ("x-big", &big)).await;
+    assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let fits = "a".repeat(12 * 1024);
+    let ok = app.send_with(Method::GET, "/health", ("x-big", &fits)).await;
+    assert_eq!(ok.status, StatusCode::OK, "a head under the cap is served");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn forged_pubsub_messages_are_ignored_and_counted() {
     let app = TestApp::start().await;
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
