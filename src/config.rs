@@ -438,7 +438,9 @@ mod tests {
         assert!(err.to_string().contains("at least 24"), "{err}");
         let long = "0123456789abcdef01234567";
         assert_eq!(
-            parse(&[("ADMIN_TOKEN", long)]).expect("24 characters").admin_token,
+            parse(&[("ADMIN_TOKEN", long)])
+                .expect("24 characters")
+                .admin_token,
             Some(AdminToken::new(long))
         );
     }

@@ -140,8 +140,13 @@ async fn reveal_needs_a_valid_value_and_the_admin_token() {
 
     let resp = set_visible(&app, "no").await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
-    let with_token =
-        |path: &'static str| app.send_with(Method::POST, path, ("authorization", "Bearer s3cret-s3cret-s3cret-s3cr"));
+    let with_token = |path: &'static str| {
+        app.send_with(
+            Method::POST,
+            path,
+            ("authorization", "Bearer s3cret-s3cret-s3cret-s3cr"),
+        )
+    };
     let resp = with_token("/admin/results?visible=maybe").await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     assert_eq!(resp.detail(), "Add ?visible=yes or ?visible=no");

@@ -175,6 +175,12 @@ async fn a_whole_export_ends_cleanly() {
         .output()
         .expect("curl");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 20_001);
+    assert_eq!(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        20_001
+    );
     app.stop().await;
 }

@@ -215,7 +215,11 @@ async fn without_metrics_addr_metrics_answer_this_machine_only() {
         let relayed = app.send_with(Method::GET, "/metrics", header).await;
         assert_eq!(relayed.status, StatusCode::FORBIDDEN, "{header:?}");
         assert!(!relayed.text().contains("votes_total"), "{header:?}");
-        assert!(relayed.detail().contains("METRICS_ADDR"), "{}", relayed.text());
+        assert!(
+            relayed.detail().contains("METRICS_ADDR"),
+            "{}",
+            relayed.text()
+        );
     }
     app.stop().await;
 }
@@ -227,7 +231,9 @@ async fn a_60_kb_request_head_gets_431() {
     let refused = app.send_with(Method::GET, "/health", ("x-big", &big)).await;
     assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let fits = "a".repeat(12 * 1024);
-    let ok = app.send_with(Method::GET, "/health", ("x-big", &fits)).await;
+    let ok = app
+        .send_with(Method::GET, "/health", ("x-big", &fits))
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "a head under the cap is served");
     app.stop().await;
 }
@@ -459,11 +465,19 @@ async fn a_fresh_chart_install_migrates_as_the_app_role_into_its_own_schema() {
     let admin = pg_connect(&stack.database_url).await;
     assert_eq!(tables_in(&admin, "public").await, Vec::<String>::new());
     let moved = tables_in(&admin, "vote_api").await;
-    for table in ["schema_migrations", "votes", "referral_partners", "timeline_counts"] {
+    for table in [
+        "schema_migrations",
+        "votes",
+        "referral_partners",
+        "timeline_counts",
+    ] {
         assert!(moved.iter().any(|t| t == table), "{table} in {moved:?}");
     }
     let can_create: bool = admin
-        .query_one("SELECT has_schema_privilege($1, 'public', 'CREATE')", &[&role])
+        .query_one(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+            &[&role],
+        )
         .await
         .expect("privilege")
         .get(0);
@@ -528,7 +542,10 @@ async fn an_older_install_moves_every_table_out_of_public_with_its_rows() {
     // Sequences keep counting where they were.
     let as_app = pg_connect(&config.database_url).await;
     let next: i64 = as_app
-        .query_one("INSERT INTO later_table (note) VALUES ('new') RETURNING id", &[])
+        .query_one(
+            "INSERT INTO later_table (note) VALUES ('new') RETURNING id",
+            &[],
+        )
         .await
         .expect("insert as the app")
         .get(0);
@@ -570,5 +587,8 @@ async fn a_superuser_install_moves_too_and_its_sessions_follow() {
         .await
         .expect("privilege")
         .get(0);
-    assert!(!anyone_creates, "CREATE on public is still granted to PUBLIC");
+    assert!(
+        !anyone_creates,
+        "CREATE on public is still granted to PUBLIC"
+    );
 }

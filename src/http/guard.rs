@@ -294,7 +294,10 @@ mod tests {
         let bearer = Credentials::of(&req(Some("Bearer right-token-of-24-characters")));
         assert!(bearer.authorize(&config, Some("wrong")).is_ok());
         let form = Credentials::of(&req(None));
-        assert!(form.authorize(&config, Some("right-token-of-24-characters")).is_ok());
+        assert!(
+            form.authorize(&config, Some("right-token-of-24-characters"))
+                .is_ok()
+        );
         assert!(form.authorize(&config, None).is_err());
         let basic = Credentials::of(&req(Some("Basic right-token-of-24-characters")));
         assert!(basic.authorize(&config, None).is_err());

@@ -348,14 +348,18 @@ pub async fn export_csv<B>(
         warn!(error = %e, "export failed to start");
         ApiError::DbUnavailable
     };
-    let mut pg: tokio_postgres::Config =
-        state.config.database_url.parse().map_err(|e| unavailable(&e))?;
+    let mut pg: tokio_postgres::Config = state
+        .config
+        .database_url
+        .parse()
+        .map_err(|e| unavailable(&e))?;
     pg.application_name(EXPORT_APPLICATION);
     pg.connect_timeout(db::CONNECT_TIMEOUT);
-    let (client, connection) = tokio::time::timeout(db::CONNECT_TIMEOUT, pg.connect(tokio_postgres::NoTls))
-        .await
-        .map_err(|_| unavailable(&"connect timed out"))?
-        .map_err(|e| unavailable(&e))?;
+    let (client, connection) =
+        tokio::time::timeout(db::CONNECT_TIMEOUT, pg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| unavailable(&"connect timed out"))?
+            .map_err(|e| unavailable(&e))?;
     // The connection task ends when `client` (kept by the body) is dropped;
     // aborting it closes the socket, which ends the COPY and frees its lock.
     let connection = tokio::spawn(connection).abort_handle();
@@ -391,7 +395,10 @@ pub async fn export_csv<B>(
 /// Closes an export's PostgreSQL connection once its client has taken
 /// nothing for `EXPORT_IDLE_READER`; the body then fails on its next read.
 /// Ends with the body (the sender is dropped with it).
-async fn cut_when_idle(mut taken: tokio::sync::watch::Receiver<()>, connection: tokio::task::AbortHandle) {
+async fn cut_when_idle(
+    mut taken: tokio::sync::watch::Receiver<()>,
+    connection: tokio::task::AbortHandle,
+) {
     loop {
         match tokio::time::timeout(EXPORT_IDLE_READER, taken.changed()).await {
             Ok(Ok(())) => {}
