@@ -47,6 +47,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Count vote outcomes for the incident timeline (`TIMELINE=off` measures its cost).
     pub timeline: bool,
+    /// `DB_VOLUME_SIZE`: bytes of PostgreSQL's volume, exported for the
+    /// disk-filling alert (the chart sets it from `storage.size`).
+    pub db_volume_bytes: Option<u64>,
 }
 
 /// The shortest `ADMIN_TOKEN` that starts (the chart's schema asks the same).
@@ -220,6 +223,16 @@ impl Config {
                 )),
             },
         };
+        let db_volume_bytes = match optional("DB_VOLUME_SIZE") {
+            None => None,
+            Some(size) => Some(parse_quantity(size.trim()).ok_or_else(|| {
+                invalid(
+                    "DB_VOLUME_SIZE",
+                    &size,
+                    "expected bytes or a Kubernetes quantity such as 1Gi or 500M",
+                )
+            })?),
+        };
         let max_streams = limit("MAX_STREAMS")?;
         let max_connections = limit("MAX_CONNECTIONS")?;
 
@@ -238,8 +251,29 @@ impl Config {
             timeline,
             max_streams,
             max_connections,
+            db_volume_bytes,
         })
     }
+}
+
+/// A Kubernetes storage quantity (`1Gi`, `500M`, `1073741824`) in bytes.
+fn parse_quantity(size: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (digits, unit) = UNITS
+        .iter()
+        .find_map(|(suffix, unit)| size.strip_suffix(suffix).map(|d| (d, *unit)))
+        .unwrap_or((size, 1));
+    let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit)
 }
 
 fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -453,6 +487,18 @@ mod tests {
         assert!(!token.matches("0123456789abcdef0123456"), "a prefix");
         assert!(!token.matches("0123456789abcdef012345670"), "longer");
         assert!(!token.matches(""));
+    }
+
+    #[test]
+    fn db_volume_size_takes_kubernetes_quantities() {
+        let size = |v: &str| parse(&[("DB_VOLUME_SIZE", v)]).map(|c| c.db_volume_bytes);
+        assert_eq!(size("1Gi").expect("valid"), Some(1 << 30));
+        assert_eq!(size("500M").expect("valid"), Some(500_000_000));
+        assert_eq!(size("4096").expect("valid"), Some(4096));
+        assert_eq!(parse(&[]).expect("valid").db_volume_bytes, None);
+        for bad in ["1GB", "Gi", "0", "-1Gi", "1.5Gi", "99999999999Ti"] {
+            assert_eq!(size(bad).expect_err(bad).var, "DB_VOLUME_SIZE");
+        }
     }
 
     #[test]

@@ -225,6 +225,36 @@ async fn without_metrics_addr_metrics_answer_this_machine_only() {
 }
 
 #[tokio::test]
+async fn what_fills_the_database_volume_is_exported() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.db_volume_bytes = Some(1 << 30);
+    let app = TestApp::start_on(&stack, config).await;
+    assert_eq!(
+        app.metric("postgresql_volume_size_bytes").await,
+        f64::from(1u32 << 30)
+    );
+    assert!(
+        eventually(WAIT, || async {
+            app.metric("postgresql_database_size_bytes").await > 1_000_000.0
+        })
+        .await,
+        "the database's size is never read"
+    );
+    let wal: f64 = pg_connect(&stack.database_url)
+        .await
+        .query_one(
+            "SELECT pg_size_bytes(current_setting('max_wal_size'))::float8",
+            &[],
+        )
+        .await
+        .expect("max_wal_size")
+        .get(0);
+    assert_eq!(app.metric("postgresql_wal_max_bytes").await, wal);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_60_kb_request_head_gets_431() {
     let app = TestApp::start().await;
     let big = "a".repeat(60 * 1024);
