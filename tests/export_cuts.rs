@@ -78,28 +78,36 @@ async fn running_exports(app: &TestApp) -> i64 {
         .get(0)
 }
 
-/// Lets curl read again and returns its exit code and complaint.
-fn resume_and_finish(mut curl: Child) -> (Option<i32>, String) {
-    signal(curl.id(), "CONT");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = curl.try_wait().expect("curl") {
-            let out = curl.wait_with_output().expect("curl output");
-            return (status.code(), String::from_utf8_lossy(&out.stderr).into());
-        }
-        assert!(Instant::now() < deadline, "curl never finished");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_export_cut_by_postgresql_is_an_incomplete_transfer() {
+/// An app with many votes and a curl whose export's COPY waits for it to read.
+async fn blocked_download() -> (TestApp, Child) {
     let app = app_with_many_votes().await;
     let curl = paused_download(&app).await;
     assert!(
         eventually(WAIT, || async { !blocked_exports(&app).await.is_empty() }).await,
         "the export never filled the buffers"
     );
+    (app, curl)
+}
+
+/// Lets curl read again: it must report an incomplete transfer.
+fn assert_incomplete(mut curl: Child) {
+    signal(curl.id(), "CONT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = curl.try_wait().expect("curl") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "curl never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = curl.wait_with_output().expect("curl output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(CURL_PARTIAL_FILE), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_cut_by_postgresql_is_an_incomplete_transfer() {
+    let (app, curl) = blocked_download().await;
     let admin = pg_connect(&app.stack.database_url).await;
     for pid in &blocked_exports(&app).await {
         admin
@@ -107,19 +115,13 @@ async fn an_export_cut_by_postgresql_is_an_incomplete_transfer() {
             .await
             .expect("terminate");
     }
-    let (code, stderr) = resume_and_finish(curl);
-    assert_eq!(code, Some(CURL_PARTIAL_FILE), "{stderr}");
+    assert_incomplete(curl);
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reset_cuts_a_paused_export_and_proceeds() {
-    let app = app_with_many_votes().await;
-    let curl = paused_download(&app).await;
-    assert!(
-        eventually(WAIT, || async { !blocked_exports(&app).await.is_empty() }).await,
-        "the export never filled the buffers"
-    );
+    let (app, curl) = blocked_download().await;
     let started = Instant::now();
     let reset = app
         .post("/admin/reset?confirm=yes", "application/json", "")
@@ -128,19 +130,13 @@ async fn a_reset_cuts_a_paused_export_and_proceeds() {
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
     assert!(took < Duration::from_secs(5), "reset took {took:?}");
     assert_eq!(vote_rows(&app.stack.database_url).await, 0);
-    let (code, stderr) = resume_and_finish(curl);
-    assert_eq!(code, Some(CURL_PARTIAL_FILE), "{stderr}");
+    assert_incomplete(curl);
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_export_whose_client_reads_nothing_is_cut_after_30_s() {
-    let app = app_with_many_votes().await;
-    let curl = paused_download(&app).await;
-    assert!(
-        eventually(WAIT, || async { !blocked_exports(&app).await.is_empty() }).await,
-        "the export never filled the buffers"
-    );
+    let (app, curl) = blocked_download().await;
     let paused = Instant::now();
     assert!(
         eventually(EXPORT_IDLE_READER + WAIT, || async {
@@ -154,8 +150,7 @@ async fn an_export_whose_client_reads_nothing_is_cut_after_30_s() {
         after >= EXPORT_IDLE_READER - Duration::from_secs(2),
         "cut after {after:?}, before the reader was idle for {EXPORT_IDLE_READER:?}"
     );
-    let (code, stderr) = resume_and_finish(curl);
-    assert_eq!(code, Some(CURL_PARTIAL_FILE), "{stderr}");
+    assert_incomplete(curl);
     app.stop().await;
 }
 
