@@ -538,12 +538,21 @@ async fn an_older_install_moves_every_table_out_of_public_with_its_rows() {
          CREATE TABLE later_table (id BIGSERIAL PRIMARY KEY, note TEXT UNIQUE);
          INSERT INTO later_table (note) VALUES ('kept');
          CREATE SEQUENCE standalone_seq;
-         INSERT INTO votes (choice) VALUES ('ai'), ('ai'), ('stare');",
+         INSERT INTO votes (choice) VALUES ('ai'), ('ai'), ('stare');
+         -- PostgreSQL 14 and older grant this by default.
+         GRANT CREATE ON SCHEMA public TO PUBLIC;",
     ] {
         admin.batch_execute(sql).await.expect("older install");
     }
-    drop(admin);
+    // The role as the earlier init script left it: free to create in public.
     let role = role_name(&stack);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+        ))
+        .await
+        .expect("the earlier app role");
+    drop(admin);
     apply_app_role(&stack.database_url, &role);
     let mut config = stack.config();
     config.database_url = as_role(&stack, &role);
@@ -569,6 +578,17 @@ async fn an_older_install_moves_every_table_out_of_public_with_its_rows() {
         .expect("public")
         .get(0);
     assert_eq!(left, 0, "indexes and sequences follow their tables");
+    for grantee in [role.as_str(), "public"] {
+        let can_create: bool = admin
+            .query_one(
+                "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+                &[&grantee],
+            )
+            .await
+            .expect("privilege")
+            .get(0);
+        assert!(!can_create, "{grantee} may still create in public");
+    }
     // Sequences keep counting where they were.
     let as_app = pg_connect(&config.database_url).await;
     let next: i64 = as_app
@@ -598,6 +618,12 @@ async fn an_older_install_moves_every_table_out_of_public_with_its_rows() {
 async fn a_superuser_install_moves_too_and_its_sessions_follow() {
     // Tests and compose connect as the superuser: 0005 runs as it.
     let stack = Stack::fresh().await;
+    // PostgreSQL 14 and older grant this by default.
+    pg_connect(&stack.database_url)
+        .await
+        .batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .await
+        .expect("grant");
     let app = TestApp::start_on(&stack, stack.config()).await;
     assert_eq!(app.vote("restart", None).await.status, StatusCode::OK);
     app.stop().await;
