@@ -311,7 +311,10 @@ class Checker:
             self.fail("Secret: redis.conf must set requirepass to REDIS_PASSWORD")
         if "/etc/redis/redis.conf" not in redis["args"]:
             self.fail("Deployment/redis: must read /etc/redis/redis.conf (the password's only place)")
-        if any(secret.get("REDIS_PASSWORD", "\0") in a for a in redis["args"] + redis.get("command", [])):
+        argv = redis["args"] + redis.get("command", [])
+        if "--requirepass" in argv or any(
+            "$(REDIS_PASSWORD)" in a or (has_password and secret["REDIS_PASSWORD"] in a) for a in argv
+        ):
             self.fail("Deployment/redis: the password is on the command line")
         if any(e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") == "REDIS_PASSWORD"
                and e["name"] != "REDISCLI_AUTH" for e in redis.get("env", [])):
