@@ -47,7 +47,13 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Count vote outcomes for the incident timeline (`TIMELINE=off` measures its cost).
     pub timeline: bool,
+    /// `DB_VOLUME_SIZE`: bytes of PostgreSQL's volume, exported for the
+    /// disk-filling alert (the chart sets it from `storage.size`).
+    pub db_volume_bytes: Option<u64>,
 }
+
+/// The shortest `ADMIN_TOKEN` that starts (the chart's schema asks the same).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 24;
 
 /// The `ADMIN_TOKEN`, kept only as its SHA-256 digest: comparing two
 /// fixed-size digests takes the same time whatever the token's length or
@@ -172,6 +178,17 @@ impl Config {
                     "only visible ASCII characters (no spaces): it is sent as a Bearer token",
                 ));
             }
+            // Guessable tokens open the reset to anyone who can try them.
+            Some(token) if token.len() < MIN_ADMIN_TOKEN_CHARS => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    "***",
+                    format!(
+                        "{} characters, at least {MIN_ADMIN_TOKEN_CHARS} needed (e.g. openssl rand -hex 24)",
+                        token.len()
+                    ),
+                ));
+            }
             Some(token) => Some(AdminToken::new(&token)),
         };
 
@@ -206,6 +223,16 @@ impl Config {
                 )),
             },
         };
+        let db_volume_bytes = match optional("DB_VOLUME_SIZE") {
+            None => None,
+            Some(size) => Some(parse_quantity(size.trim()).ok_or_else(|| {
+                invalid(
+                    "DB_VOLUME_SIZE",
+                    &size,
+                    "expected bytes or a Kubernetes quantity such as 1Gi or 500M",
+                )
+            })?),
+        };
         let max_streams = limit("MAX_STREAMS")?;
         let max_connections = limit("MAX_CONNECTIONS")?;
 
@@ -224,8 +251,29 @@ impl Config {
             timeline,
             max_streams,
             max_connections,
+            db_volume_bytes,
         })
     }
+}
+
+/// A Kubernetes storage quantity (`1Gi`, `500M`, `1073741824`) in bytes.
+fn parse_quantity(size: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (digits, unit) = UNITS
+        .iter()
+        .find_map(|(suffix, unit)| size.strip_suffix(suffix).map(|d| (d, *unit)))
+        .unwrap_or((size, 1));
+    let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit)
 }
 
 fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -337,7 +385,8 @@ mod tests {
             ("METRICS_ADDR", "0.0.0.0"),
             ("ADMIN_TOKEN", ""),
             ("ADMIN_TOKEN", "  "),
-            ("ADMIN_TOKEN", "two words"),
+            ("ADMIN_TOKEN", "two words two words two words"),
+            ("ADMIN_TOKEN", "short"),
             ("MAX_STREAMS", "0"),
             ("MAX_CONNECTIONS", "lots"),
         ] {
@@ -389,7 +438,7 @@ mod tests {
         let config = parse(&[
             ("CONFERENCE", "kubecon"),
             ("PUBLIC_URL", "https://vote.example.org/"),
-            ("ADMIN_TOKEN", "s3cret"),
+            ("ADMIN_TOKEN", "s3cret-s3cret-s3cret-s3cr"),
             ("APP_VERSION", "dev-mirrord"),
         ])
         .expect("valid");
@@ -398,16 +447,36 @@ mod tests {
             config.public_url.as_deref(),
             Some("https://vote.example.org")
         );
-        assert_eq!(config.admin_token, Some(AdminToken::new("s3cret")));
+        assert_eq!(
+            config.admin_token,
+            Some(AdminToken::new("s3cret-s3cret-s3cret-s3cr"))
+        );
         assert_eq!(config.app_version, "dev-mirrord");
     }
 
     #[test]
     fn admin_token_errors_never_show_it() {
-        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2")]).expect_err("space");
+        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2 hunter2 hunter2")]).expect_err("space");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        let config = parse(&[("ADMIN_TOKEN", "hunter2")]).expect("valid");
+        let err = parse(&[("ADMIN_TOKEN", "hunter2")]).expect_err("short");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let config = parse(&[("ADMIN_TOKEN", "hunter2-hunter2-hunter2-hunter2")]).expect("valid");
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_admin_token_shorter_than_24_characters_stops_start_up() {
+        let short = "0123456789abcdef0123456";
+        let err = parse(&[("ADMIN_TOKEN", short)]).expect_err("23 characters");
+        assert_eq!(err.var, "ADMIN_TOKEN");
+        assert!(err.to_string().contains("at least 24"), "{err}");
+        let long = "0123456789abcdef01234567";
+        assert_eq!(
+            parse(&[("ADMIN_TOKEN", long)])
+                .expect("24 characters")
+                .admin_token,
+            Some(AdminToken::new(long))
+        );
     }
 
     #[test]
@@ -418,6 +487,18 @@ mod tests {
         assert!(!token.matches("0123456789abcdef0123456"), "a prefix");
         assert!(!token.matches("0123456789abcdef012345670"), "longer");
         assert!(!token.matches(""));
+    }
+
+    #[test]
+    fn db_volume_size_takes_kubernetes_quantities() {
+        let size = |v: &str| parse(&[("DB_VOLUME_SIZE", v)]).map(|c| c.db_volume_bytes);
+        assert_eq!(size("1Gi").expect("valid"), Some(1 << 30));
+        assert_eq!(size("500M").expect("valid"), Some(500_000_000));
+        assert_eq!(size("4096").expect("valid"), Some(4096));
+        assert_eq!(parse(&[]).expect("valid").db_volume_bytes, None);
+        for bad in ["1GB", "Gi", "0", "-1Gi", "1.5Gi", "99999999999Ti"] {
+            assert_eq!(size(bad).expect_err(bad).var, "DB_VOLUME_SIZE");
+        }
     }
 
     #[test]

@@ -130,6 +130,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     );
     actors.reveal.load().await;
+    if let Some(bytes) = config.db_volume_bytes {
+        metrics
+            .db_volume
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    tokio::spawn(db::watch_size(
+        pool.clone(),
+        metrics.db_size.clone(),
+        metrics.db_wal_max.clone(),
+        shutdown.clone(),
+    ));
     let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
     let budgets =
         http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub db_pool_waits: IntCounterVec,
     pub allocator_allocated: IntGauge,
     pub allocator_resident: IntGauge,
+    pub db_size: IntGauge,
+    pub db_wal_max: IntGauge,
+    pub db_volume: IntGauge,
 }
 
 impl Metrics {
@@ -183,6 +186,18 @@ impl Metrics {
             ),
             db_pool_checked_out: gauge("db_pool_checked_out", "PostgreSQL connections in use"),
             db_pool_size: gauge("db_pool_size", "PostgreSQL pool size"),
+            db_size: gauge(
+                "postgresql_database_size_bytes",
+                "Size of the app's database on disk (pg_database_size)",
+            ),
+            db_wal_max: gauge(
+                "postgresql_wal_max_bytes",
+                "PostgreSQL's max_wal_size: what the WAL may take on the same volume",
+            ),
+            db_volume: gauge(
+                "postgresql_volume_size_bytes",
+                "Size of PostgreSQL's volume (DB_VOLUME_SIZE; 0 when not set)",
+            ),
             votes,
             timeline_dropped: counter(
                 "timeline_dropped_total",

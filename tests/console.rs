@@ -135,13 +135,18 @@ async fn hidden_survives_a_restart_and_reset_makes_results_visible() {
 async fn reveal_needs_a_valid_value_and_the_admin_token() {
     let stack = Stack::fresh().await;
     let mut config = stack.config();
-    config.admin_token = Some("s3cret".into());
+    config.admin_token = Some("s3cret-s3cret-s3cret-s3cr".into());
     let app = TestApp::start_on(&stack, config).await;
 
     let resp = set_visible(&app, "no").await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
-    let with_token =
-        |path: &'static str| app.send_with(Method::POST, path, ("authorization", "Bearer s3cret"));
+    let with_token = |path: &'static str| {
+        app.send_with(
+            Method::POST,
+            path,
+            ("authorization", "Bearer s3cret-s3cret-s3cret-s3cr"),
+        )
+    };
     let resp = with_token("/admin/results?visible=maybe").await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     assert_eq!(resp.detail(), "Add ?visible=yes or ?visible=no");
@@ -315,7 +320,7 @@ async fn the_timeline_counts_what_was_sent_survives_a_restart_and_marks_a_new_ve
 async fn exports_need_the_admin_token() {
     let stack = Stack::fresh().await;
     let mut config = stack.config();
-    config.admin_token = Some("s3cret".into());
+    config.admin_token = Some("s3cret-s3cret-s3cret-s3cr".into());
     let app = TestApp::start_on(&stack, config).await;
     for path in ["/admin/export.csv", "/admin/timeline.csv"] {
         assert_eq!(
@@ -336,7 +341,7 @@ async fn exports_need_the_admin_token() {
         .send_with(
             Method::GET,
             "/admin/export.csv",
-            ("authorization", "Bearer s3cret"),
+            ("authorization", "Bearer s3cret-s3cret-s3cret-s3cr"),
         )
         .await;
     assert_eq!(csv.status, StatusCode::OK);

@@ -161,7 +161,7 @@ async fn reset_needs_confirmation_and_deletes_votes_but_not_partners() {
 async fn reset_with_admin_token_requires_bearer() {
     let stack = Stack::fresh().await;
     let mut config = stack.config();
-    config.admin_token = Some("s3cret".into());
+    config.admin_token = Some("s3cret-s3cret-s3cret-s3cr".into());
     let app = TestApp::start_on(&stack, config).await;
     app.vote("print", None).await;
 
@@ -183,7 +183,7 @@ async fn reset_with_admin_token_requires_bearer() {
         .send_with(
             Method::POST,
             "/admin/reset?confirm=yes",
-            ("authorization", "Bearer s3cret"),
+            ("authorization", "Bearer s3cret-s3cret-s3cret-s3cr"),
         )
         .await;
     assert_eq!(right.status, StatusCode::OK);

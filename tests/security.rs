@@ -164,6 +164,111 @@ async fn metrics_are_served_on_metrics_addr_and_not_on_the_main_listener() {
 }
 
 #[tokio::test]
+async fn without_admin_token_a_tunnel_or_a_rebound_name_is_not_the_speaker() {
+    let app = TestApp::start().await;
+    app.vote("print", None).await;
+    let own_host = format!("127.0.0.1:{}", app.addr.port());
+    let refused: [&[(&str, &str)]; 4] = [
+        // DNS rebinding: a foreign name resolving to 127.0.0.1, Origin == Host.
+        &[
+            ("host", "evil.example:8000"),
+            ("origin", "http://evil.example:8000"),
+        ],
+        // A tunnel or a local proxy relays the visitor from loopback.
+        &[("host", &own_host), ("x-forwarded-for", "203.0.113.7")],
+        &[("host", &own_host), ("forwarded", "for=203.0.113.7")],
+        &[("host", &own_host), ("via", "1.1 tunnel")],
+    ];
+    for headers in refused {
+        let reset = post_with(&app, "/admin/reset?confirm=yes", "", headers).await;
+        assert_eq!(reset.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert!(reset.detail().contains("ADMIN_TOKEN"), "{}", reset.text());
+        let mut export = app.request(Method::GET, "/admin/export.csv");
+        for (name, value) in headers {
+            export = export.header(*name, *value);
+        }
+        let export = send(export.body(Full::default()).expect("request")).await;
+        assert_eq!(export.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+    }
+    assert_eq!(app.total().await, 1, "nothing was reset");
+    for host in ["localhost", &format!("localhost:{}", app.addr.port())] {
+        let ok = post_with(&app, "/admin/reset?confirm=yes", "", &[("host", host)]).await;
+        assert_eq!(ok.status, StatusCode::OK, "{host}");
+    }
+    assert_eq!(app.total().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_metrics_addr_metrics_answer_this_machine_only() {
+    let app = TestApp::start().await;
+    app.vote("stare", None).await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text();
+    assert!(text.contains(r#"votes_total{choice="stare"} 1"#), "{text}");
+    for header in [
+        ("host", "vote.example.org"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("via", "1.1 tunnel"),
+    ] {
+        let relayed = app.send_with(Method::GET, "/metrics", header).await;
+        assert_eq!(relayed.status, StatusCode::FORBIDDEN, "{header:?}");
+        assert!(!relayed.text().contains("votes_total"), "{header:?}");
+        assert!(
+            relayed.detail().contains("METRICS_ADDR"),
+            "{}",
+            relayed.text()
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn what_fills_the_database_volume_is_exported() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.db_volume_bytes = Some(1 << 30);
+    let app = TestApp::start_on(&stack, config).await;
+    assert_eq!(
+        app.metric("postgresql_volume_size_bytes").await,
+        f64::from(1u32 << 30)
+    );
+    assert!(
+        eventually(WAIT, || async {
+            app.metric("postgresql_database_size_bytes").await > 1_000_000.0
+        })
+        .await,
+        "the database's size is never read"
+    );
+    let wal: f64 = pg_connect(&stack.database_url)
+        .await
+        .query_one(
+            "SELECT pg_size_bytes(current_setting('max_wal_size'))::float8",
+            &[],
+        )
+        .await
+        .expect("max_wal_size")
+        .get(0);
+    assert_eq!(app.metric("postgresql_wal_max_bytes").await, wal);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_60_kb_request_head_gets_431() {
+    let app = TestApp::start().await;
+    let big = "a".repeat(60 * 1024);
+    let refused = app.send_with(Method::GET, "/health", ("x-big", &big)).await;
+    assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let fits = "a".repeat(12 * 1024);
+    let ok = app
+        .send_with(Method::GET, "/health", ("x-big", &fits))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "a head under the cap is served");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn forged_pubsub_messages_are_ignored_and_counted() {
     let app = TestApp::start().await;
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
@@ -267,20 +372,13 @@ async fn the_charts_app_role_owns_its_tables_and_nothing_else() {
     vote_api::prepare_db(&stack.config())
         .await
         .expect("migrate as the superuser");
-    let role = format!(
-        "app_{}_{}",
-        std::process::id(),
-        stack.database_url.rsplit('_').next().expect("suffix")
-    );
+    let role = role_name(&stack);
     // Idempotent: the init container runs before every start.
     apply_app_role(&stack.database_url, &role);
     apply_app_role(&stack.database_url, &role);
 
     let mut config = stack.config();
-    config.database_url =
-        stack
-            .database_url
-            .replacen("://postgres@", &format!("://{role}:app-role-password@"), 1);
+    config.database_url = as_role(&stack, &role);
     let app = TestApp::start_on(&stack, config.clone()).await;
     assert_eq!(
         app.vote("ai", Some("conf-partner-2026")).await.status,
@@ -303,7 +401,7 @@ async fn the_charts_app_role_owns_its_tables_and_nothing_else() {
     }
     let foreign: Vec<String> = admin
         .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tableowner <> $1",
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'vote_api' AND tableowner <> $1",
             &[&role],
         )
         .await
@@ -315,11 +413,15 @@ async fn the_charts_app_role_owns_its_tables_and_nothing_else() {
         foreign.is_empty(),
         "tables not owned by the app role: {foreign:?}"
     );
+    assert_eq!(tables_in(&admin, "public").await, Vec::<String>::new());
     let as_app = pg_connect(&config.database_url).await;
     for forbidden in [
         format!("CREATE DATABASE {role}_other"),
         format!("CREATE ROLE {role}_other"),
         "ALTER SYSTEM SET work_mem = '1GB'".to_owned(),
+        "CREATE TABLE public.planted (x int)".to_owned(),
+        "CREATE FUNCTION public.now() RETURNS int LANGUAGE sql AS 'SELECT 1'".to_owned(),
+        format!("CREATE SCHEMA {role}_other"),
     ] {
         assert!(
             as_app.batch_execute(&forbidden).await.is_err(),
@@ -329,8 +431,8 @@ async fn the_charts_app_role_owns_its_tables_and_nothing_else() {
 }
 
 #[test]
-fn a_blank_admin_token_stops_start_up_with_one_line_naming_it() {
-    for blank in ["", "   "] {
+fn a_blank_or_short_admin_token_stops_start_up_with_one_line_naming_it() {
+    for blank in ["", "   ", "browser-test-token"] {
         let out = Command::new(env!("CARGO_BIN_EXE_vote-api"))
             .env("ADMIN_TOKEN", blank)
             .output()
@@ -343,4 +445,206 @@ fn a_blank_admin_token_stops_start_up_with_one_line_naming_it() {
             "{stderr}"
         );
     }
+}
+
+/// The tables of `schema`, by name.
+async fn tables_in(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .expect("pg_tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The URL of `stack`'s database as `role` (password of `apply_app_role`).
+fn as_role(stack: &Stack, role: &str) -> String {
+    stack
+        .database_url
+        .replacen("://postgres@", &format!("://{role}:app-role-password@"), 1)
+}
+
+fn role_name(stack: &Stack) -> String {
+    format!(
+        "app_{}_{}",
+        std::process::id(),
+        stack.database_url.rsplit('_').next().expect("suffix")
+    )
+}
+
+#[tokio::test]
+async fn a_fresh_chart_install_migrates_as_the_app_role_into_its_own_schema() {
+    let stack = Stack::fresh().await;
+    let role = role_name(&stack);
+    // The chart: the init container runs before the app ever started.
+    apply_app_role(&stack.database_url, &role);
+    let mut config = stack.config();
+    config.database_url = as_role(&stack, &role);
+    let app = TestApp::start_on(&stack, config.clone()).await;
+    assert_eq!(app.vote("print", None).await.status, StatusCode::OK);
+    app.stop().await;
+    // Every start migrates again: nothing left to do, nothing breaks.
+    let app = TestApp::start_on(&stack, config.clone()).await;
+    assert!(eventually(WAIT, || async { app.total().await == 1 }).await);
+    app.stop().await;
+
+    let admin = pg_connect(&stack.database_url).await;
+    assert_eq!(tables_in(&admin, "public").await, Vec::<String>::new());
+    let moved = tables_in(&admin, "vote_api").await;
+    for table in [
+        "schema_migrations",
+        "votes",
+        "referral_partners",
+        "timeline_counts",
+    ] {
+        assert!(moved.iter().any(|t| t == table), "{table} in {moved:?}");
+    }
+    let can_create: bool = admin
+        .query_one(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+            &[&role],
+        )
+        .await
+        .expect("privilege")
+        .get(0);
+    assert!(!can_create, "the app role may create in public");
+    let as_app = pg_connect(&config.database_url).await;
+    assert!(
+        as_app
+            .batch_execute("CREATE TABLE public.planted (x int)")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_older_install_moves_every_table_out_of_public_with_its_rows() {
+    let stack = Stack::fresh().await;
+    // An install from before 0005, with a table this test invents standing
+    // for those later migrations add: 0005 must move whatever is there.
+    let admin = pg_connect(&stack.database_url).await;
+    for sql in [
+        include_str!("../db/migrations/0001_init.sql"),
+        include_str!("../db/migrations/0002_timeline.sql"),
+        include_str!("../db/migrations/0003_idempotency.sql"),
+        "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO schema_migrations (version)
+             VALUES ('0001_init'), ('0002_timeline'), ('0003_idempotency');
+         CREATE TABLE later_table (id BIGSERIAL PRIMARY KEY, note TEXT UNIQUE);
+         INSERT INTO later_table (note) VALUES ('kept');
+         CREATE SEQUENCE standalone_seq;
+         INSERT INTO votes (choice) VALUES ('ai'), ('ai'), ('stare');
+         -- PostgreSQL 14 and older grant this by default.
+         GRANT CREATE ON SCHEMA public TO PUBLIC;",
+    ] {
+        admin.batch_execute(sql).await.expect("older install");
+    }
+    // The role as the earlier init script left it: free to create in public.
+    let role = role_name(&stack);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+        ))
+        .await
+        .expect("the earlier app role");
+    drop(admin);
+    apply_app_role(&stack.database_url, &role);
+    let mut config = stack.config();
+    config.database_url = as_role(&stack, &role);
+    let app = TestApp::start_on(&stack, config.clone()).await;
+    assert!(
+        eventually(WAIT, || async { app.total().await == 3 }).await,
+        "the votes moved with their table"
+    );
+    assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
+    app.stop().await;
+
+    let admin = pg_connect(&stack.database_url).await;
+    assert_eq!(tables_in(&admin, "public").await, Vec::<String>::new());
+    let moved = tables_in(&admin, "vote_api").await;
+    assert!(moved.iter().any(|t| t == "later_table"), "{moved:?}");
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public'",
+            &[],
+        )
+        .await
+        .expect("public")
+        .get(0);
+    assert_eq!(left, 0, "indexes and sequences follow their tables");
+    for grantee in [role.as_str(), "public"] {
+        let can_create: bool = admin
+            .query_one(
+                "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+                &[&grantee],
+            )
+            .await
+            .expect("privilege")
+            .get(0);
+        assert!(!can_create, "{grantee} may still create in public");
+    }
+    // Sequences keep counting where they were.
+    let as_app = pg_connect(&config.database_url).await;
+    let next: i64 = as_app
+        .query_one(
+            "INSERT INTO later_table (note) VALUES ('new') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert as the app")
+        .get(0);
+    assert_eq!(next, 2);
+    assert!(
+        as_app
+            .query_one("SELECT nextval('standalone_seq')", &[])
+            .await
+            .is_ok()
+    );
+    let votes: i64 = admin
+        .query_one("SELECT count(*) FROM vote_api.votes", &[])
+        .await
+        .expect("votes")
+        .get(0);
+    assert_eq!(votes, 4);
+}
+
+#[tokio::test]
+async fn a_superuser_install_moves_too_and_its_sessions_follow() {
+    // Tests and compose connect as the superuser: 0005 runs as it.
+    let stack = Stack::fresh().await;
+    // PostgreSQL 14 and older grant this by default.
+    pg_connect(&stack.database_url)
+        .await
+        .batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .await
+        .expect("grant");
+    let app = TestApp::start_on(&stack, stack.config()).await;
+    assert_eq!(app.vote("restart", None).await.status, StatusCode::OK);
+    app.stop().await;
+    let admin = pg_connect(&stack.database_url).await;
+    assert_eq!(tables_in(&admin, "public").await, Vec::<String>::new());
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM votes", &[])
+        .await
+        .expect("a new session finds the tables unqualified")
+        .get(0);
+    assert_eq!(count, 1);
+    let anyone_creates: bool = admin
+        .query_one(
+            "SELECT has_schema_privilege('public', 'public', 'CREATE')",
+            &[],
+        )
+        .await
+        .expect("privilege")
+        .get(0);
+    assert!(
+        !anyone_creates,
+        "CREATE on public is still granted to PUBLIC"
+    );
 }

@@ -25,7 +25,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_totals",
         include_str!("../../db/migrations/0004_totals.sql"),
     ),
+    (
+        "0005_app_schema",
+        include_str!("../../db/migrations/0005_app_schema.sql"),
+    ),
 ];
+
+/// The app's schema first (0005 moves every table there; the chart's init
+/// script creates it beforehand for a role that may not create in
+/// `public`), `public` for an install from before 0005. A schema that does
+/// not exist yet is skipped, so a fresh database starts in `public`.
+const SEARCH_PATH: &str = "SET search_path = vote_api, public";
 
 /// Arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK_KEY: i64 = 0x766f_7465_2d61_7069; // "vote-api"
@@ -47,12 +57,19 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
 }
 
 async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, DbError> {
+    client.batch_execute(SEARCH_PATH).await?;
+    // Looked up along the path, not only where a new table would go: an
+    // existing history in public must be found, not started afresh.
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    TEXT PRIMARY KEY,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             )",
+            "DO $$ BEGIN
+                 IF to_regclass('schema_migrations') IS NULL THEN
+                     CREATE TABLE schema_migrations (
+                         version    TEXT PRIMARY KEY,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                     );
+                 END IF;
+             END $$",
         )
         .await?;
     let mut applied = 0;

@@ -129,3 +129,42 @@ pub async fn ping(pool: &Pool, limit: Duration) -> bool {
     .await
     .is_ok()
 }
+
+/// How often the database's size is read for `postgresql_database_size_bytes`.
+pub const SIZE_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps the disk gauges current until `shutdown`: the database's size and
+/// `max_wal_size`, which share the volume the disk-filling alert watches
+/// (the chart's Prometheus scrapes the app, not the kubelet).
+pub async fn watch_size(
+    pool: Pool,
+    size: prometheus::IntGauge,
+    wal_max: prometheus::IntGauge,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let read = within(CONNECT_TIMEOUT, async {
+            let client = pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_database_size(current_database()), \
+                     pg_size_bytes(current_setting('max_wal_size'))",
+                    &[],
+                )
+                .await?;
+            Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
+        })
+        .await;
+        match read {
+            Ok((bytes, wal)) => {
+                size.set(bytes);
+                wal_max.set(wal);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the database size"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SIZE_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -15,8 +15,13 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// Why a streamed body stopped short. hyper then aborts the connection
+/// instead of ending the body, so the client sees an incomplete transfer
+/// rather than a clean end (a short CSV taken for the whole).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The response body type of every route.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// Largest accepted request body (docs/contract.md#every-answer).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -107,7 +112,9 @@ pub fn query<T: Default + for<'de> Deserialize<'de>>(req_query: Option<&str>) ->
 
 /// Wraps bytes into the common body type.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
 }
 
 /// A JSON response.

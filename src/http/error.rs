@@ -46,6 +46,10 @@ pub enum ApiError {
     )]
     AdminTokenUnset,
     #[error(
+        "/metrics answers this machine only: set METRICS_ADDR to serve it on a port of its own"
+    )]
+    MetricsNotLocal,
+    #[error(
         "Cross-site request refused: POST only from this site's own pages (Origin or Sec-Fetch-Site names another site)"
     )]
     CrossSite,
@@ -73,7 +77,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Unauthorized | ApiError::AdminTokenUnset => StatusCode::UNAUTHORIZED,
-            ApiError::CrossSite => StatusCode::FORBIDDEN,
+            ApiError::CrossSite | ApiError::MetricsNotLocal => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -2,12 +2,13 @@
 //! - `same_origin`: the router runs it on every `POST`, so a page on another
 //!   site cannot make a visitor's browser vote or reset;
 //! - `authorize`: the admin decision, called by every admin handler through
-//!   `Credentials` (the peer address and `Bearer` token of the request).
+//!   `Credentials` (whether the request is the speaker's own machine, and
+//!   its `Bearer` token); `is_local` also guards `/metrics` on the public port.
 
 use std::net::SocketAddr;
 
-use hyper::Request;
-use hyper::header::{AUTHORIZATION, HOST, HeaderName, ORIGIN};
+use hyper::header::{AUTHORIZATION, FORWARDED, HOST, HeaderName, ORIGIN, VIA};
+use hyper::{HeaderMap, Request};
 
 use crate::config::{AdminToken, Config};
 use crate::http::error::ApiError;
@@ -17,20 +18,65 @@ use crate::http::error::ApiError;
 pub struct Peer(pub SocketAddr);
 
 /// The admin decision. With `ADMIN_TOKEN` set, only the token opens admin
-/// actions (from anywhere, loopback included). Without it, only a loopback
-/// peer may act: the speaker's own machine, never the venue's Wi-Fi.
-/// An unknown peer is not loopback.
+/// actions (from anywhere, loopback included). Without it, only the
+/// speaker's own machine may act (`is_local`), never the venue's Wi-Fi nor
+/// a visitor relayed by a local tunnel or proxy.
 pub fn authorize(
-    peer: Option<SocketAddr>,
+    local: bool,
     token: Option<&AdminToken>,
     presented: Option<&str>,
 ) -> Result<(), ApiError> {
     match token {
         Some(token) if presented.is_some_and(|p| token.matches(p)) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized),
-        None if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => Ok(()),
+        None if local => Ok(()),
         None => Err(ApiError::AdminTokenUnset),
     }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// True when a request comes from this machine and was addressed to it: a
+/// loopback peer, a loopback `Host` and no proxy header. A tunnel (ngrok,
+/// `ssh -R`, `kubectl port-forward`) or a local proxy makes every visitor a
+/// loopback peer, and DNS rebinding makes a foreign page's `Origin` equal its
+/// `Host`; the `Host` and the proxy headers are what give them away. An
+/// unknown peer is not loopback.
+pub fn is_local(peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+    let proxied = [FORWARDED, X_FORWARDED_FOR, VIA]
+        .iter()
+        .any(|h| headers.contains_key(h));
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
+        && host.is_some_and(is_loopback_host)
+        && !proxied
+}
+
+/// `localhost` or a loopback address, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [::1] or [::1]:8000
+        match rest.split_once(']') {
+            Some((ip, "")) => ip,
+            Some((ip, port)) if port.strip_prefix(':').is_some_and(is_port) => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// What a request brings to `authorize`. Taken before the body is read, so a
@@ -43,7 +89,7 @@ pub fn authorize(
 /// ```
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    peer: Option<SocketAddr>,
+    local: bool,
     bearer: Option<String>,
 }
 
@@ -55,8 +101,9 @@ impl Credentials {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned());
+        let peer = req.extensions().get::<Peer>().map(|p| p.0);
         Credentials {
-            peer: req.extensions().get::<Peer>().map(|p| p.0),
+            local: is_local(peer, req.headers()),
             bearer,
         }
     }
@@ -65,7 +112,7 @@ impl Credentials {
     /// form cannot set `Authorization`).
     pub fn authorize(&self, config: &Config, form_token: Option<&str>) -> Result<(), ApiError> {
         let presented = self.bearer.as_deref().or(form_token);
-        authorize(self.peer, config.admin_token.as_ref(), presented)
+        authorize(self.local, config.admin_token.as_ref(), presented)
     }
 }
 
@@ -139,15 +186,25 @@ mod tests {
         Some(addr.parse().expect("socket address"))
     }
 
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut b = Request::builder();
+        for (k, v) in pairs {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").headers().clone()
+    }
+
     #[test]
     fn without_a_token_only_loopback_peers_are_admins() {
+        let host = headers(&[("host", "127.0.0.1:8000")]);
         for loopback in [
             "127.0.0.1:5000",
             "127.8.9.10:1",
             "[::1]:5000",
             "[::ffff:127.0.0.1]:5000",
         ] {
-            assert!(authorize(peer(loopback), None, None).is_ok(), "{loopback}");
+            assert!(is_local(peer(loopback), &host), "{loopback}");
+            assert!(authorize(true, None, None).is_ok(), "{loopback}");
         }
         for other in [
             "192.168.1.20:5000",
@@ -156,29 +213,64 @@ mod tests {
             "[::ffff:10.0.0.1]:1",
             "0.0.0.0:1",
         ] {
-            let err = authorize(peer(other), None, Some("anything")).expect_err(other);
-            assert_eq!(err.status(), hyper::StatusCode::UNAUTHORIZED);
-            assert!(err.to_string().contains("ADMIN_TOKEN"), "{err}");
+            assert!(!is_local(peer(other), &host), "{other}");
         }
-        assert!(
-            authorize(None, None, None).is_err(),
-            "an unknown peer is not loopback"
-        );
+        assert!(!is_local(None, &host), "an unknown peer is not loopback");
+        let err = authorize(false, None, Some("anything")).expect_err("not local");
+        assert_eq!(err.status(), hyper::StatusCode::UNAUTHORIZED);
+        assert!(err.to_string().contains("ADMIN_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn a_tunnel_or_proxy_on_this_machine_is_not_the_speaker() {
+        let me = peer("127.0.0.1:40000");
+        for host in [
+            "localhost",
+            "LocalHost:8000",
+            "127.0.0.1",
+            "127.0.0.1:8000",
+            "[::1]",
+            "[::1]:8000",
+        ] {
+            assert!(is_local(me, &headers(&[("host", host)])), "{host}");
+        }
+        for host in [
+            "evil.example:8000",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:8000",
+            "localhost:80:80",
+            "localhost:http",
+            "[::1]x",
+            "::1",
+            "",
+        ] {
+            assert!(!is_local(me, &headers(&[("host", host)])), "{host:?}");
+        }
+        assert!(!is_local(me, &headers(&[])), "no Host");
+        for proxy in [
+            ("forwarded", "for=203.0.113.7"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("via", "1.1 tunnel"),
+        ] {
+            let h = headers(&[("host", "localhost:8000"), proxy]);
+            assert!(!is_local(me, &h), "{proxy:?}");
+        }
     }
 
     #[test]
     fn with_a_token_everyone_needs_it_loopback_included() {
         let token = AdminToken::new("a-long-enough-admin-token-0001");
         let token = Some(&token);
-        for addr in ["127.0.0.1:5000", "192.168.1.20:5000"] {
-            assert!(authorize(peer(addr), token, Some("a-long-enough-admin-token-0001")).is_ok());
+        for local in [true, false] {
+            assert!(authorize(local, token, Some("a-long-enough-admin-token-0001")).is_ok());
             for wrong in [
                 None,
                 Some(""),
                 Some("a-long-enough-admin-token-000"),
                 Some("x"),
             ] {
-                let err = authorize(peer(addr), token, wrong).expect_err("wrong token");
+                let err = authorize(local, token, wrong).expect_err("wrong token");
                 assert_eq!(err.status(), hyper::StatusCode::UNAUTHORIZED);
                 assert!(err.to_string().contains("ADMIN_TOKEN"), "{err}");
             }
@@ -188,7 +280,7 @@ mod tests {
     #[test]
     fn credentials_take_the_bearer_token_before_the_form_field() {
         let mut config = Config::from_lookup(|_| None).expect("defaults");
-        config.admin_token = Some("right-token".into());
+        config.admin_token = Some("right-token-of-24-characters".into());
         let req = |auth: Option<&str>| {
             let mut b = Request::builder().uri("/admin/reset");
             if let Some(a) = auth {
@@ -199,12 +291,15 @@ mod tests {
                 .insert(Peer("10.1.2.3:4".parse().expect("addr")));
             req
         };
-        let bearer = Credentials::of(&req(Some("Bearer right-token")));
+        let bearer = Credentials::of(&req(Some("Bearer right-token-of-24-characters")));
         assert!(bearer.authorize(&config, Some("wrong")).is_ok());
         let form = Credentials::of(&req(None));
-        assert!(form.authorize(&config, Some("right-token")).is_ok());
+        assert!(
+            form.authorize(&config, Some("right-token-of-24-characters"))
+                .is_ok()
+        );
         assert!(form.authorize(&config, None).is_err());
-        let basic = Credentials::of(&req(Some("Basic right-token")));
+        let basic = Credentials::of(&req(Some("Basic right-token-of-24-characters")));
         assert!(basic.authorize(&config, None).is_err());
         config.admin_token = None;
         assert!(

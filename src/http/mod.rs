@@ -32,6 +32,10 @@ use admission::Admission;
 
 /// A client must finish sending its headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request head (request line and headers) read; a longer one
+/// gets `431`. hyper's default, ~400 KiB, is memory a slow flood could pin
+/// per connection.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long in-flight requests may run after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 /// Pause after a failed accept (e.g. out of file descriptors).
@@ -124,6 +128,7 @@ async fn accept_loop<H, F>(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

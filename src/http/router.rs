@@ -219,7 +219,15 @@ async fn dispatch(
         Endpoint::Ready => Ok(probes::ready(state).await),
         Endpoint::ReadyVotes => Ok(probes::ready_votes(state).await),
         Endpoint::Version => Ok(probes::version(state)),
-        Endpoint::Metrics => Ok(probes::metrics(state)),
+        Endpoint::Metrics => {
+            // Without METRICS_ADDR the public port serves it, and
+            // votes_total{choice} would tell hidden results to anyone.
+            let peer = req.extensions().get::<super::guard::Peer>().map(|p| p.0);
+            if !super::guard::is_local(peer, req.headers()) {
+                return Err(ApiError::MetricsNotLocal);
+            }
+            Ok(probes::metrics(state))
+        }
         Endpoint::Static => Ok(assets::serve(&req)),
     }
 }

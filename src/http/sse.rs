@@ -3,7 +3,6 @@
 //! every broadcast frame; a client that lags skips to the newest frame; a
 //! comment keeps idle proxies from closing the connection; ends on shutdown.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +108,7 @@ fn response(
     let body = StreamBody::new(
         first
             .chain(rest)
-            .map(|b| Ok::<_, Infallible>(Frame::data(b))),
+            .map(|b| Ok::<_, super::body::BodyError>(Frame::data(b))),
     );
 
     with_sse_headers(Response::new(BodyExt::boxed_unsync(body)))

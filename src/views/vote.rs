@@ -4,21 +4,21 @@
 //! failure dialog whose markup is rendered here, hidden). Every vote form
 //! carries a `vote_id`, so a form posted twice is counted once (docs/contract.md, exactly-once votes).
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-
 use maud::{Markup, html};
 
 use super::Page;
 use super::layout::{self, Chrome};
 use crate::poll::{Choice, QUESTION};
 
-/// A fresh idempotency key for one no-JavaScript vote: 128 random bits in
-/// hex. `RandomState` is keyed from the OS's randomness, so keys can be
-/// neither guessed nor repeated.
+/// A fresh idempotency key for one no-JavaScript vote: 128 bits from the
+/// operating system's random source, in hex, so keys can be neither guessed
+/// (another visitor's vote pre-empted) nor repeated.
 pub fn fresh_vote_id() -> String {
-    let random = RandomState::new();
-    format!("{:016x}{:016x}", random.hash_one(0u8), random.hash_one(1u8))
+    let mut bytes = [0u8; 16];
+    // getrandom(2) blocks until the kernel's pool is seeded rather than fail;
+    // an error means no random source at all, where no page is safe to serve.
+    getrandom::fill(&mut bytes).expect("the OS random source is readable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The vote form: one button per choice; hidden fields keep referral and

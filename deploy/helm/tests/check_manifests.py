@@ -307,8 +307,18 @@ class Checker:
         secret = secret_obj["stringData"]
         redis = redis_obj["spec"]["template"]["spec"]["containers"][0]
         has_password = bool(secret.get("REDIS_PASSWORD"))
-        if has_password != ("--requirepass" in redis["args"]):
-            self.fail("Deployment/redis: --requirepass must follow REDIS_PASSWORD")
+        if has_password != (f"requirepass \"{secret.get('REDIS_PASSWORD', '')}\"" in secret.get("redis.conf", "")):
+            self.fail("Secret: redis.conf must set requirepass to REDIS_PASSWORD")
+        if "/etc/redis/redis.conf" not in redis["args"]:
+            self.fail("Deployment/redis: must read /etc/redis/redis.conf (the password's only place)")
+        argv = redis["args"] + redis.get("command", [])
+        if "--requirepass" in argv or any(
+            "$(REDIS_PASSWORD)" in a or (has_password and secret["REDIS_PASSWORD"] in a) for a in argv
+        ):
+            self.fail("Deployment/redis: the password is on the command line")
+        if any(e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") == "REDIS_PASSWORD"
+               and e["name"] != "REDISCLI_AUTH" for e in redis.get("env", [])):
+            self.fail("Deployment/redis: REDIS_PASSWORD only for redis-cli (REDISCLI_AUTH)")
         if has_password and f":{secret['REDIS_PASSWORD']}@" not in secret["REDIS_URL"]:
             self.fail("Secret: REDIS_URL does not carry the Redis password")
         return has_password

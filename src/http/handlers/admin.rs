@@ -78,7 +78,7 @@ async fn run_reset(
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
-    state.actors.writer.reset().await?;
+    super::console::cutting_exports(state, state.actors.writer.reset()).await?;
     super::console::after_reset(state).await;
     let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
     let clear_cache = query.referral_cache.as_deref() == Some("yes")

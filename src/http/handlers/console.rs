@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::actors::broadcaster::hidden_json;
 use crate::actors::referral::ReferralError;
@@ -314,11 +314,26 @@ const EXPORT_SQL: &str = "COPY (SELECT to_char(created_at AT TIME ZONE 'UTC', \
     FROM votes ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)";
 /// Longest an export may wait for PostgreSQL's next chunk before it ends.
 pub const EXPORT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an export waits for its client to take the next chunk: a paused
+/// download would otherwise keep its connection and its lock on `votes`.
+pub const EXPORT_IDLE_READER: Duration = Duration::from_secs(30);
+/// The `application_name` of an export's connection: how a reset, on any
+/// replica, finds the exports to cut.
+pub const EXPORT_APPLICATION: &str = "vote-api export";
+/// How often a running reset looks again for exports to cut (one may start
+/// between a look and the TRUNCATE).
+const EXPORT_CUT_EVERY: Duration = Duration::from_millis(200);
+/// How long one look may take.
+const EXPORT_CUT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /admin/export.csv`: streamed straight from `COPY … TO STDOUT`, chunk
 /// by chunk as the client reads, so memory stays flat however many votes.
 /// It uses a connection of its own, never one of the pool's: a slow download
-/// must not hold back votes or referral lookups.
+/// must not hold back votes or referral lookups. An export that cannot
+/// finish (PostgreSQL fails or stalls, a reset cuts it, its client reads
+/// nothing for `EXPORT_IDLE_READER`) ends with a body error, so hyper aborts
+/// the connection and the client sees an incomplete transfer, never a short
+/// file that looks whole.
 pub async fn export_csv<B>(
     state: &Arc<AppState>,
     req: &Request<B>,
@@ -332,35 +347,105 @@ pub async fn export_csv<B>(
         warn!(error = %e, "export failed to start");
         ApiError::DbUnavailable
     };
-    let connect = tokio_postgres::connect(&state.config.database_url, tokio_postgres::NoTls);
-    let (client, connection) = tokio::time::timeout(db::CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| unavailable(&"connect timed out"))?
+    let mut pg: tokio_postgres::Config = state
+        .config
+        .database_url
+        .parse()
         .map_err(|e| unavailable(&e))?;
-    // The connection task ends when `client` (kept by the body) is dropped.
-    tokio::spawn(connection);
+    pg.application_name(EXPORT_APPLICATION);
+    pg.connect_timeout(db::CONNECT_TIMEOUT);
+    let (client, connection) =
+        tokio::time::timeout(db::CONNECT_TIMEOUT, pg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| unavailable(&"connect timed out"))?
+            .map_err(|e| unavailable(&e))?;
+    // The connection task ends when `client` (kept by the body) is dropped;
+    // aborting it closes the socket, which ends the COPY and frees its lock.
+    let connection = tokio::spawn(connection).abort_handle();
     let rows = tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, client.copy_out(EXPORT_SQL))
         .await
         .map_err(|_| unavailable(&"COPY timed out"))?
         .map_err(|e| unavailable(&e))?;
-    let chunks =
-        futures_util::stream::unfold((client, Box::pin(rows)), |(client, mut rows)| async move {
+    let (taken, idle) = tokio::sync::watch::channel(());
+    tokio::spawn(cut_when_idle(idle, connection));
+    let chunks = futures_util::stream::unfold(
+        Some((client, Box::pin(rows), taken)),
+        |running| async move {
+            let (client, mut rows, taken) = running?;
+            let cut = |why: String| -> Option<(Result<Frame<Bytes>, body::BodyError>, _)> {
+                warn!("export cut short: {why}");
+                Some((Err(why.into()), None))
+            };
             match tokio::time::timeout(EXPORT_CHUNK_TIMEOUT, rows.next()).await {
-                Ok(Some(Ok(chunk))) => Some((chunk, (client, rows))),
+                Ok(Some(Ok(chunk))) => {
+                    taken.send_replace(());
+                    Some((Ok(Frame::data(chunk)), Some((client, rows, taken))))
+                }
                 Ok(None) => None,
-                // Headers are gone: the download ends short, and the log says why.
-                Ok(Some(Err(e))) => {
-                    warn!(error = %e, "export ended early");
-                    None
-                }
-                Err(_) => {
-                    warn!("export ended early: PostgreSQL stalled");
-                    None
-                }
+                Ok(Some(Err(e))) => cut(e.to_string()),
+                Err(_) => cut("PostgreSQL stalled".to_owned()),
             }
-        });
-    let body = StreamBody::new(chunks.map(|b: Bytes| Ok(Frame::data(b))));
+        },
+    );
+    let body = StreamBody::new(chunks);
     Ok(attachment(BodyExt::boxed_unsync(body), "votes.csv"))
+}
+
+/// Closes an export's PostgreSQL connection once its client has taken
+/// nothing for `EXPORT_IDLE_READER`; the body then fails on its next read.
+/// Ends with the body (the sender is dropped with it).
+async fn cut_when_idle(
+    mut taken: tokio::sync::watch::Receiver<()>,
+    connection: tokio::task::AbortHandle,
+) {
+    loop {
+        match tokio::time::timeout(EXPORT_IDLE_READER, taken.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                warn!("export cut: its client read nothing for {EXPORT_IDLE_READER:?}");
+                connection.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `reset` while cutting every running export, on every replica, until
+/// it is done: the TRUNCATE needs the table to itself, and an export's COPY
+/// holds a lock on it for as long as its client takes to read.
+pub async fn cutting_exports<T>(state: &AppState, reset: impl Future<Output = T>) -> T {
+    let cutter = async {
+        loop {
+            match cut_exports(state).await {
+                Ok(0) => {}
+                Ok(n) => info!(exports = n, "reset cut running exports"),
+                Err(e) => warn!(error = %e, "reset could not look for running exports"),
+            }
+            tokio::time::sleep(EXPORT_CUT_EVERY).await;
+        }
+    };
+    tokio::select! {
+        done = reset => done,
+        () = cutter => unreachable!("the cutter loops until the reset is done"),
+    }
+}
+
+/// Terminates the PostgreSQL sessions of running exports; returns how many.
+async fn cut_exports(state: &AppState) -> Result<i64, db::DbError> {
+    db::within(EXPORT_CUT_TIMEOUT, async {
+        let client = state.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = $1 \
+                 AND pid <> pg_backend_pid()",
+                &[&EXPORT_APPLICATION],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    })
+    .await
 }
 
 #[cfg(test)]

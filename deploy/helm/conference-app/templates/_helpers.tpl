@@ -76,6 +76,39 @@ Call with (dict "ctx" $ "existing" $existingSecret "key" "ADMIN_TOKEN" "value" .
 {{- end -}}
 {{- end }}
 
+{{/*
+The revision of some secrets, for a pod annotation that rolls the pods when
+one changes: 1 on the first install, one more on each upgrade that gives a
+value differing from the Secret's. A counter, not a checksum: anyone who can
+read pods sees annotations, and an unsalted hash of a password is one
+dictionary search away from it. Kept in the Secret under .key. Call with
+(dict "ctx" $ "key" "REDIS_PASSWORD_REVISION" "values" (dict "REDIS_PASSWORD" .Values.secrets.redisPassword)).
+*/}}
+{{- define "conference-app.secretRevision" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace (include "conference-app.secretName" .ctx) -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- $changed := false -}}
+{{- range $k, $v := .values -}}
+{{- if and $v (ne $v (index $existing.data $k | default "" | b64dec)) -}}
+{{- $changed = true -}}
+{{- end -}}
+{{- end -}}
+{{- $revision := index $existing.data .key | b64dec | atoi -}}
+{{- if $changed }}{{ add1 $revision }}{{ else }}{{ $revision }}{{ end -}}
+{{- else -}}
+1
+{{- end -}}
+{{- end }}
+
+{{- define "conference-app.redisRevision" -}}
+{{- include "conference-app.secretRevision" (dict "ctx" . "key" "REDIS_PASSWORD_REVISION" "values" (dict "REDIS_PASSWORD" .Values.secrets.redisPassword)) -}}
+{{- end }}
+
+{{- define "conference-app.secretsRevision" -}}
+{{- $s := .Values.secrets -}}
+{{- include "conference-app.secretRevision" (dict "ctx" . "key" "SECRETS_REVISION" "values" (dict "POSTGRES_PASSWORD" $s.postgresPassword "APP_POSTGRES_PASSWORD" $s.appPostgresPassword "REDIS_PASSWORD" $s.redisPassword "ADMIN_TOKEN" $s.adminToken)) -}}
+{{- end }}
+
 {{/* Environment every vote-api process needs (server and seed Job). */}}
 {{- define "conference-app.voteApiEnv" -}}
 - name: DATABASE_URL
