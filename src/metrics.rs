@@ -55,6 +55,9 @@ pub struct Metrics {
     pub db_pool_waits: IntCounterVec,
     pub allocator_allocated: IntGauge,
     pub allocator_resident: IntGauge,
+    /// 1, labelled with `APP_VERSION`: the dashboard shows which build serves
+    /// (the mirrord take-over turns `deployed` into `dev-mirrord`).
+    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -169,6 +172,12 @@ impl Metrics {
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; its label names the version serving"),
+            &["version"],
+        )
+        .expect("valid metric");
+        reg(Box::new(build_info.clone()));
 
         Metrics {
             http_requests,
@@ -240,8 +249,15 @@ impl Metrics {
                 "allocator_resident_bytes",
                 "Bytes of jemalloc's pages resident in memory (compare process_resident_memory_bytes)",
             ),
+            build_info,
             registry,
         }
+    }
+
+    /// Names the version serving. The label comes from the operator's
+    /// `APP_VERSION`, one value per process, so it cannot grow the cardinality.
+    pub fn set_version(&self, version: &str) {
+        self.build_info.with_label_values(&[version]).set(1);
     }
 
     /// Records one answered request.
@@ -306,6 +322,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.observe_request("POST", Some(Endpoint::Vote), 503, 0.01);
         metrics.referral_cache_exhausted.inc();
+        metrics.set_version("dev-mirrord");
         let text = String::from_utf8(metrics.render()).expect("utf-8");
         assert!(
             text.contains(r#"http_requests_total{endpoint="/vote",method="POST",status="503"} 1"#)
@@ -313,5 +330,6 @@ mod tests {
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("referral_cache_exhausted_total 1"));
         assert!(text.contains("db_pool_size"));
+        assert!(text.contains(r#"build_info{version="dev-mirrord"} 1"#));
     }
 }
