@@ -173,7 +173,10 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Always 1; its label names the version serving"),
+            Opts::new(
+                "build_info",
+                "Always 1; its label names the version serving",
+            ),
             &["version"],
         )
         .expect("valid metric");
