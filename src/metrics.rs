@@ -78,6 +78,16 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(http_requests.clone()));
+        // The SLO's vote series exist from the start (docs/observability.md): a
+        // status first exported with a burst already counted (the demo's referral
+        // 503s) would begin at that count, and rate() would never see the burst.
+        for status in [200, 303, 500, 503] {
+            http_requests.with_label_values(&[
+                "POST",
+                Endpoint::Vote.label(),
+                status_label(status),
+            ]);
+        }
         let http_duration = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
                 vec![
@@ -334,5 +344,16 @@ mod tests {
         assert!(text.contains("referral_cache_exhausted_total 1"));
         assert!(text.contains("db_pool_size"));
         assert!(text.contains(r#"build_info{version="dev-mirrord"} 1"#));
+    }
+
+    #[test]
+    fn vote_outcomes_start_at_zero() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for status in ["200", "303", "500", "503"] {
+            let series = format!(
+                r#"http_requests_total{{endpoint="/vote",method="POST",status="{status}"}} 0"#
+            );
+            assert!(text.contains(&series), "{series} missing");
+        }
     }
 }

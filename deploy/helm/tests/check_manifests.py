@@ -352,7 +352,8 @@ class Checker:
         if not size or not limit:
             self.fail("Deployment/prometheus: needs --storage.tsdb.retention.size and a sizeLimit on its data volume")
             return
-        size_bytes = to_bytes(size, {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12})
+        # Prometheus' units are powers of 2 (1KB = 1024B), as Kubernetes' Ki, Mi, ...
+        size_bytes = to_bytes(size, {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40})
         limit_bytes = to_bytes(str(limit), {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
         if size_bytes > 0.9 * limit_bytes:
             self.fail(f"Deployment/prometheus: retention size {size} leaves under 10 % of its volume ({limit}) free")
