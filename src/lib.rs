@@ -111,6 +111,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let metrics = Arc::new(Metrics::new());
     metrics.db_pool_size.set(config.db_pool_size as i64);
+    metrics.set_version(&config.app_version);
     let view = CountsView::new();
     let own_pool =
         |size| db::pool(&config.database_url, size).map_err(|e| StartError::Pool(e.to_string()));

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub db_size: IntGauge,
     pub db_wal_max: IntGauge,
     pub db_volume: IntGauge,
+    /// 1, labelled with `APP_VERSION`: the dashboard shows which build serves
+    /// (the mirrord take-over turns `deployed` into `dev-mirrord`).
+    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -78,6 +81,16 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(http_requests.clone()));
+        // The SLO's vote series exist from the start (docs/observability.md): a
+        // status first exported with a burst already counted (the demo's referral
+        // 503s) would begin at that count, and rate() would never see the burst.
+        for status in [200, 303, 500, 503] {
+            http_requests.with_label_values(&[
+                "POST",
+                Endpoint::Vote.label(),
+                status_label(status),
+            ]);
+        }
         let http_duration = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
                 vec![
@@ -172,6 +185,15 @@ impl Metrics {
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1; its label names the version serving",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        reg(Box::new(build_info.clone()));
 
         Metrics {
             http_requests,
@@ -255,8 +277,15 @@ impl Metrics {
                 "allocator_resident_bytes",
                 "Bytes of jemalloc's pages resident in memory (compare process_resident_memory_bytes)",
             ),
+            build_info,
             registry,
         }
+    }
+
+    /// Names the version serving. The label comes from the operator's
+    /// `APP_VERSION`, one value per process, so it cannot grow the cardinality.
+    pub fn set_version(&self, version: &str) {
+        self.build_info.with_label_values(&[version]).set(1);
     }
 
     /// Records one answered request.
@@ -321,6 +350,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.observe_request("POST", Some(Endpoint::Vote), 503, 0.01);
         metrics.referral_cache_exhausted.inc();
+        metrics.set_version("dev-mirrord");
         let text = String::from_utf8(metrics.render()).expect("utf-8");
         assert!(
             text.contains(r#"http_requests_total{endpoint="/vote",method="POST",status="503"} 1"#)
@@ -328,5 +358,17 @@ mod tests {
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("referral_cache_exhausted_total 1"));
         assert!(text.contains("db_pool_size"));
+        assert!(text.contains(r#"build_info{version="dev-mirrord"} 1"#));
+    }
+
+    #[test]
+    fn vote_outcomes_start_at_zero() {
+        let text = String::from_utf8(Metrics::new().render()).expect("utf-8");
+        for status in ["200", "303", "500", "503"] {
+            let series = format!(
+                r#"http_requests_total{{endpoint="/vote",method="POST",status="{status}"}} 0"#
+            );
+            assert!(text.contains(&series), "{series} missing");
+        }
     }
 }

@@ -9,24 +9,35 @@ ConfigMap, Service and port exists; vote-api probes /health and /ready/votes; th
 ingress keeps SSE unbuffered; the rule file in the ConfigMap is byte-for-byte
 the canonical one; /metrics is on its own port, which the Ingress never routes
 and only Prometheus may reach; vote-api connects to PostgreSQL as its own
-non-superuser role; Redis has a password that REDIS_URL carries. It also writes the rendered Prometheus and Alertmanager
+non-superuser role; Redis has a password that REDIS_URL carries; the Grafana
+dashboard's ConfigMap carries the sidecar's label and the canonical JSON; Prometheus
+keeps the SLO's 30 days within a size below its volume. It also writes the rendered Prometheus and Alertmanager
 configurations to --extract-dir so promtool and amtool can check them.
 
 Usage: check_manifests.py RENDERED.yaml --chart DIR --extract-dir DIR
                           [--expect FEATURE ...]
 FEATURE is one of: pdb tls redis-auth ingress networkpolicy prometheus
-alertmanager seed. A feature not listed must be absent.
+alertmanager seed grafana-dashboard. A feature not listed must be absent.
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
-FEATURES = ("pdb", "tls", "redis-auth", "ingress", "networkpolicy", "prometheus", "alertmanager", "seed")
+FEATURES = ("pdb", "tls", "redis-auth", "ingress", "networkpolicy", "prometheus", "alertmanager", "seed", "grafana-dashboard")
+# The votes' SLO window (docs/observability.md): Prometheus must keep at least this long.
+SLO_WINDOW_SECONDS = 30 * 86400
 # No pod of the chart talks to the Kubernetes API.
 TOKEN_ALLOWED: set = set()
+
+
+def to_bytes(quantity, units):
+    """'3GB' or '4Gi' as a number of bytes, with the unit table given."""
+    number = re.match(r"[\d.]+", quantity).group(0)
+    return float(number) * units[quantity[len(number):]]
 
 
 class Checker:
@@ -323,6 +334,40 @@ class Checker:
             self.fail("Secret: REDIS_URL does not carry the Redis password")
         return has_password
 
+    def check_grafana_dashboard(self, chart):
+        cm = self.get("ConfigMap", "vote-api-grafana-dashboard")
+        if not cm:
+            return False
+        if cm["metadata"]["labels"].get("grafana_dashboard") != "1":
+            self.fail('ConfigMap/vote-api-grafana-dashboard: needs the label grafana_dashboard: "1" (the sidecar\'s)')
+        canonical = (chart / "files" / "grafana-dashboard.json").read_text()
+        if cm["data"].get("vote-api.json") != canonical:
+            self.fail("ConfigMap/vote-api-grafana-dashboard: vote-api.json differs from files/grafana-dashboard.json")
+        return True
+
+    def check_prometheus_retention(self):
+        deploy = self.get("Deployment", "prometheus")
+        if not deploy:
+            return
+        container = deploy["spec"]["template"]["spec"]["containers"][0]
+        args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+        time = args.get("--storage.tsdb.retention.time", "0s")
+        number, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d|w|y)", time).groups()
+        if int(number) * units[unit] < SLO_WINDOW_SECONDS:
+            self.fail(f"Deployment/prometheus: retention {time} is shorter than the SLO's 30 days")
+        size = args.get("--storage.tsdb.retention.size")
+        limit = next((v["emptyDir"].get("sizeLimit") for v in deploy["spec"]["template"]["spec"]["volumes"]
+                      if v["name"] == "data" and "emptyDir" in v), None)
+        if not size or not limit:
+            self.fail("Deployment/prometheus: needs --storage.tsdb.retention.size and a sizeLimit on its data volume")
+            return
+        # Prometheus' units are powers of 2 (1KB = 1024B), as Kubernetes' Ki, Mi, ...
+        size_bytes = to_bytes(size, {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40})
+        limit_bytes = to_bytes(str(limit), {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+        if size_bytes > 0.9 * limit_bytes:
+            self.fail(f"Deployment/prometheus: retention size {size} leaves under 10 % of its volume ({limit}) free")
+
     # --- configurations for promtool and amtool ------------------------------------
     def extract(self, chart, out):
         out.mkdir(parents=True, exist_ok=True)
@@ -360,6 +405,7 @@ def main():
     c.check_postgres_role(args.chart)
     c.check_network_policies()
     c.check_pdb()
+    c.check_prometheus_retention()
     present = {
         "pdb": bool(c.get("PodDisruptionBudget", "vote-api")),
         "tls": bool(c.get("Ingress", "vote-api") and c.get("Ingress", "vote-api")["spec"].get("tls")),
@@ -369,6 +415,7 @@ def main():
         "prometheus": bool(c.get("Deployment", "prometheus")),
         "alertmanager": bool(c.get("Deployment", "alertmanager")),
         "seed": bool(c.get("Job", "vote-api-seed")),
+        "grafana-dashboard": c.check_grafana_dashboard(args.chart),
     }
     for feature in FEATURES:
         if present[feature] != (feature in args.expect):
