@@ -152,8 +152,9 @@ nginx_start() {
     nginx_write
     nginx_cmd -t >"$dir/test.log" 2>&1 || { cat "$dir/test.log" >&2; die "nginx rejects the generated $dir/nginx.conf"; }
     seen="$({ wc -l <"$dir/error.log"; } 2>/dev/null || echo 0)"
-    # Not daemonised: its pid is this job's, and it dies with a killed parent's group.
-    nginx_cmd -g 'daemon off;' >>"$dir/error.log" 2>&1 &
+    # Not daemonised, and not through the nginx_cmd function (a function in the
+    # background is a subshell): $! is nginx's master itself.
+    "$(nginx_bin)" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >>"$dir/error.log" 2>&1 &
     CLUSTER_NGINX_PID=$!
     cluster_save nginx_pid "$CLUSTER_NGINX_PID"
     for _ in $(seq 1 100); do
@@ -249,7 +250,8 @@ cluster_up() {
 cluster_down() {
   local i pid
   [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR/state" ] || return 0
-  [ "${#ALERT_PIDS[@]}" -gt 0 ] 2>/dev/null && alert_path_stop
+  # Defined once cluster_observability sourced alert-path.sh.
+  declare -F alert_path_stop >/dev/null && alert_path_stop
   nginx_stop
   for i in $(seq 1 "${CLUSTER_REPLICAS:-0}"); do
     pid="$(replica_pid "$i")"
