@@ -232,7 +232,8 @@ PY
 }
 
 # ---- all of it ------------------------------------------------------------------------
-# cluster_up DIR REPLICAS VERSION: databases, REPLICAS replicas, nginx.
+# cluster_up DIR REPLICAS VERSION: databases, REPLICAS replicas, nginx. {I}
+# in VERSION is the replica's number (browser-r{I}: each its own version).
 cluster_up() {
   local dir="$1" n="$2" version="$3" i
   ensure_cluster_packages
@@ -241,8 +242,8 @@ cluster_up() {
   cluster_save replicas "$n"
   for i in $(seq 1 "$n"); do
     rm -rf "$CLUSTER_DIR/replica-$i"
-    replica_start "$i" "$version"
-    log "replica $i ($version) on 127.0.0.1:$(replica_port "$i"), ready after $REPLICA_SECONDS s"
+    replica_start "$i" "${version//\{I\}/$i}"
+    log "replica $i ($(cat "$CLUSTER_DIR/replica-$i/version")) on 127.0.0.1:$(replica_port "$i"), ready after $REPLICA_SECONDS s"
   done
   nginx_start
 }
