@@ -365,23 +365,57 @@ def postgres_pids():
     return master, kids
 
 
-def idle_gap():
-    """Seconds the voters stay silent: more than the app's idle timeout."""
+def app_idle_timeout():
+    """Seconds after which the app closes an idle connection (hyper's header read timeout)."""
     text = open(os.path.join(ROOT, "src/http/mod.rs")).read()
     m = re.search(r"HEADER_READ_TIMEOUT: Duration = Duration::from_secs\((\d+)\)", text)
-    return (int(m.group(1)) if m else 10) + 1.5
+    if not m:
+        raise RuntimeError("src/http/mod.rs: no HEADER_READ_TIMEOUT")
+    return int(m.group(1))
 
 
-def run_faults():
+def nginx_keepalive_timeout():
+    """nginx's idle timeout for upstream connections, as generated."""
+    text = open(os.path.join(CLUSTER_DIR, "nginx", "nginx.conf")).read()
+    m = re.search(r"upstream vote_api \{[^}]*?keepalive_timeout (\d+)s;", text)
+    if not m:
+        raise RuntimeError("nginx.conf: no keepalive_timeout in the upstream block")
+    return int(m.group(1))
+
+
+def upstream_connections():
+    """Established TCP connections to the replicas' ports (nginx's side of each)."""
+    ports = {int(replica_file(i, "port")) for i in range(1, REPLICAS + 1)}
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].split(":")[1], 16) in ports:
+                n += 1
+    return n
+
+
+IDLE_CHECK = {}
+
+
+def run_faults(screens):
     rng = random.Random()
     STOP.wait(BETWEEN_FAULTS)
     # First, while every replica still holds the upstream connections nginx
-    # opened to it: after the gap, each voter's first vote must answer 200.
-    gap = idle_gap()
+    # opened to it. Half-way between nginx's keep-alive timeout and the app's,
+    # nginx must have closed every idle one (only the screens' streams stay);
+    # after the gap, each voter's first vote must answer 200.
+    idle, keepalive = app_idle_timeout(), nginx_keepalive_timeout()
+    gap = idle + 1.5
+    # Before the app's timeout even when nginx's is not.
+    check_at = (min(keepalive, idle - 1) + idle) / 2
     IDLE.set()
-    time.sleep(gap)
+    time.sleep(check_at)
+    IDLE_CHECK.update(at=check_at, upstream=upstream_connections(), streams=sum(s.connected for s in screens))
+    time.sleep(gap - check_at)
     IDLE.clear()
-    fault(f"idle gap of {gap:.1f} s (app idle timeout + 1.5 s), then votes")
+    fault(f"idle gap of {gap:.1f} s (app idle timeout {idle} s + 1.5 s; nginx keep-alive {keepalive} s), then votes")
     STOP.wait(BETWEEN_FAULTS)
     # A rolling upgrade, one replica at a time: SIGTERM, wait for the exit, start the new version.
     for i in range(1, REPLICAS + 1):
@@ -432,7 +466,7 @@ def main():
         v.start()
     failures = []
     try:
-        run_faults()
+        run_faults(screens)
     except Exception as e:  # a fault that could not be run fails the run, after the cleanup below
         failures.append(f"a fault could not be run: {e}")
     while now() - start < SECONDS and not failures:
@@ -512,6 +546,10 @@ def main():
         failures.append(f"{len(gave_up)} votes given up after {GIVE_UP_SECONDS:.0f} s of retries, e.g. {gave_up[:2]}")
     if unexpected:
         failures.append(f"{len(unexpected)} votes answered neither 200 nor a retryable error, e.g. {unexpected[:2]}")
+    if IDLE_CHECK and IDLE_CHECK["upstream"] != IDLE_CHECK["streams"]:
+        failures.append(f"{IDLE_CHECK['at']:.1f} s into the silence nginx held {IDLE_CHECK['upstream']} connections to the replicas"
+                        f" for {IDLE_CHECK['streams']} screens' streams: idle ones it keeps past the app's idle timeout"
+                        " get a POST the app has just closed (502)")
     not_ok_after_idle = [a for a in after_idle if a[0] != 200]
     if not after_idle:
         failures.append("no vote was sent right after the idle gap")
@@ -537,7 +575,9 @@ def main():
     print(f"  time to acknowledgement p50 {pct(acks, 50) * 1000:.0f} ms, p99 {pct(acks, 99) * 1000:.0f} ms, max {max(acks, default=0) * 1000:.0f} ms")
     print(f"  screens                 {SCREENS}: {len(reconnects)} reconnects, p99 {pct(reconnects, 99):.2f} s, max {max(reconnects, default=0):.2f} s"
           f" (HTTP refusals on reconnect: {', '.join(f'{k}×{n}' for k, n in sorted(refusals.items())) or 'none'})")
-    print(f"  first votes after the idle gap: {sum(a[0] == 200 for a in after_idle)} of {len(after_idle)} answered 200 at the first try")
+    print(f"  first votes after the idle gap: {sum(a[0] == 200 for a in after_idle)} of {len(after_idle)} answered 200 at the first try;"
+          f" {IDLE_CHECK.get('at', 0):.1f} s into it nginx held {IDLE_CHECK.get('upstream')} upstream connections"
+          f" for {IDLE_CHECK.get('streams')} streams")
     print(f"  agreement               " + (f"{agreed_at:.2f} s after the last vote" if agreed_at is not None else "none")
           + f" (total {pg_total}; sent but unacknowledged and stored: {unacked_stored})")
     for name, figures in FAULTS:
