@@ -4,6 +4,8 @@
 // (browser-r1, browser-r2, ...). The stream's status frames name the replica
 // it landed on; the test restarts exactly that one and the page must come
 // back by itself and show the next vote. Run by scripts/browser-test.
+// (The page comes back through EventSource's own reconnection, or failing that
+// results.js's silence watchdog: either keeps this test green.)
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -74,6 +76,10 @@ test("results page through nginx goes live, shows a vote cast through the proxy,
   const serving = await (await page.waitForFunction(() => window.streamVersion, null, { timeout: WAIT })).jsonValue();
   assert.match(serving, /^browser-r\d+$/);
   const replica = serving.replace("browser-r", "");
+
+  // The QR codes come from the Host header (no PUBLIC_URL): nginx must pass
+  // the host and port the projector used, as ingress-nginx does.
+  assert.deepEqual(await page.locator(".qr-card__url").allTextContents(), [`${BASE}/`, `${BASE}/?referral=conf-partner-2026`]);
 
   const before = Number(await page.locator('li[data-choice="ai"]').getAttribute("data-count"));
   assert.equal(await vote("ai"), 200);
