@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The driver of scripts/chaos (run it through scripts/chaos, which starts the cluster).
 
-    chaos.py ROOT CLUSTER_DIR SECONDS VOTERS SCREENS
+    chaos.py ROOT CLUSTER_DIR SECONDS VOTERS SCREENS [FAULTS]
+
+FAULTS: a comma-separated choice of idle, upgrade, kill, redis, pg-restart,
+pg-hang (default: all, in that order).
 
 Voters post votes through nginx and retry a failed one with the same
 Idempotency-Key, as a phone's "Try again" does; screens read /stream through
@@ -22,6 +25,10 @@ import threading
 import time
 
 ROOT, CLUSTER_DIR, SECONDS, VOTERS, SCREENS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ALL_FAULTS = ["idle", "upgrade", "kill", "redis", "pg-restart", "pg-hang"]
+WANTED = ALL_FAULTS if len(sys.argv) < 7 or sys.argv[6] == "all" else sys.argv[6].split(",")
+if set(WANTED) - set(ALL_FAULTS):
+    sys.exit(f"unknown faults {sorted(set(WANTED) - set(ALL_FAULTS))}: choose from {', '.join(ALL_FAULTS)}")
 CHOICES = ["print", "stare", "ai", "revert", "restart"]
 # A phone gives up (and the run fails) after this long without an answer.
 GIVE_UP_SECONDS = 30.0
@@ -402,10 +409,50 @@ IDLE_CHECK = {}
 def run_faults(screens):
     rng = random.Random()
     STOP.wait(BETWEEN_FAULTS)
-    # First, while every replica still holds the upstream connections nginx
-    # opened to it. Half-way between nginx's keep-alive timeout and the app's,
-    # nginx must have closed every idle one (only the screens' streams stay);
-    # after the gap, each voter's first vote must answer 200.
+    # First, while every replica still holds the upstream connections nginx opened to it.
+    if "idle" in WANTED:
+        idle_gap(screens)
+    if "upgrade" in WANTED:
+        # A rolling upgrade, one replica at a time: SIGTERM, wait for the exit, start the new version.
+        for i in range(1, REPLICAS + 1):
+            stopped, started = restart_replica(i, "chaos-v2", "TERM")
+            fault(f"rolling upgrade, replica {i} → chaos-v2", time_to_exit=stopped, time_to_serve_again=started)
+            STOP.wait(0.5)
+        STOP.wait(BETWEEN_FAULTS)
+    if "kill" in WANTED:
+        victim = rng.randrange(1, REPLICAS + 1)
+        stopped, started = restart_replica(victim, "chaos-v2", "KILL")
+        fault(f"SIGKILL replica {victim}, restart", time_to_exit=stopped, time_to_serve_again=started)
+        STOP.wait(BETWEEN_FAULTS)
+    if "redis" in WANTED:
+        stopped, _ = timed('stop_redis "$CLUSTER_DIR/redis"')
+        started, _ = timed('start_redis "$CLUSTER_DIR/redis" "$(cluster_get redis_port)"')
+        fault("Redis restart (its data lost)", time_to_exit=stopped, time_to_serve_again=started + all_ready("/ready"))
+        STOP.wait(BETWEEN_FAULTS)
+    if "pg-restart" in WANTED:
+        stopped, _ = timed('stop_postgres "$CLUSTER_DIR/pg"')
+        started, _ = timed('start_postgres "$CLUSTER_DIR/pg" "$(cluster_get pg_port)"')
+        fault("PostgreSQL restart", time_to_exit=stopped, time_to_serve_again=started + all_ready("/ready/votes"))
+        STOP.wait(BETWEEN_FAULTS)
+    if "pg-hang" in WANTED:
+        master, kids = postgres_pids()
+        for pid in [master] + kids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(5)
+        finally:
+            for pid in kids + [master]:
+                os.kill(pid, signal.SIGCONT)
+        fault(f"PostgreSQL hang 5 s (SIGSTOP/SIGCONT of {1 + len(kids)} processes)", time_to_serve_again=all_ready("/ready/votes"))
+        # Votes keep flowing after the last fault, whatever SECONDS says.
+        STOP.wait(BETWEEN_FAULTS)
+
+
+def idle_gap(screens):
+    """The voters fall silent past the app's idle timeout. Half-way between
+    nginx's keep-alive timeout and the app's, nginx must have closed every idle
+    connection to the replicas (only the screens' streams stay); after the gap,
+    each voter's first vote must answer 200."""
     idle, keepalive = app_idle_timeout(), nginx_keepalive_timeout()
     gap = idle + 1.5
     # Before the app's timeout even when nginx's is not.
@@ -417,40 +464,12 @@ def run_faults(screens):
     IDLE.clear()
     fault(f"idle gap of {gap:.1f} s (app idle timeout {idle} s + 1.5 s; nginx keep-alive {keepalive} s), then votes")
     STOP.wait(BETWEEN_FAULTS)
-    # A rolling upgrade, one replica at a time: SIGTERM, wait for the exit, start the new version.
-    for i in range(1, REPLICAS + 1):
-        stopped, started = restart_replica(i, "chaos-v2", "TERM")
-        fault(f"rolling upgrade, replica {i} → chaos-v2", time_to_exit=stopped, time_to_serve_again=started)
-        STOP.wait(0.5)
-    STOP.wait(BETWEEN_FAULTS)
-    victim = rng.randrange(1, REPLICAS + 1)
-    stopped, started = restart_replica(victim, "chaos-v2", "KILL")
-    fault(f"SIGKILL replica {victim}, restart", time_to_exit=stopped, time_to_serve_again=started)
-    STOP.wait(BETWEEN_FAULTS)
-    stopped, _ = timed('stop_redis "$CLUSTER_DIR/redis"')
-    started, _ = timed('start_redis "$CLUSTER_DIR/redis" "$(cluster_get redis_port)"')
-    fault("Redis restart (its data lost)", time_to_exit=stopped, time_to_serve_again=started + all_ready("/ready"))
-    STOP.wait(BETWEEN_FAULTS)
-    stopped, _ = timed('stop_postgres "$CLUSTER_DIR/pg"')
-    started, _ = timed('start_postgres "$CLUSTER_DIR/pg" "$(cluster_get pg_port)"')
-    fault("PostgreSQL restart", time_to_exit=stopped, time_to_serve_again=started + all_ready("/ready/votes"))
-    STOP.wait(BETWEEN_FAULTS)
-    master, kids = postgres_pids()
-    for pid in [master] + kids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(5)
-    finally:
-        for pid in kids + [master]:
-            os.kill(pid, signal.SIGCONT)
-    fault(f"PostgreSQL hang 5 s (SIGSTOP/SIGCONT of {1 + len(kids)} processes)", time_to_serve_again=all_ready("/ready/votes"))
-    # Votes keep flowing after the last fault, whatever SECONDS says.
-    STOP.wait(BETWEEN_FAULTS)
 
 
 # ---- the checks ---------------------------------------------------------------------
 def main():
-    say(f"chaos {RUN}: {VOTERS} voters and {SCREENS} screens through {URL}, {REPLICAS} replicas, at least {SECONDS} s")
+    say(f"chaos {RUN}: {VOTERS} voters and {SCREENS} screens through {URL}, {REPLICAS} replicas, at least {SECONDS} s;"
+        f" faults: {', '.join(WANTED)}")
     screens = [Screen(n) for n in range(SCREENS)]
     for s in screens:
         s.start()
@@ -536,7 +555,7 @@ def main():
     never = [s.n for s in screens if s.drops == 0]
     if behind:
         failures.append(f"{len(behind)} screens do not show the final total {pg_total} (screen, total): {behind[:5]}")
-    if never:
+    if never and "upgrade" in WANTED:
         failures.append(f"{len(never)} screens were never disconnected (expected by the rolling upgrade): {never[:5]}")
 
     gave_up = [g for v in voters for g in v.gave_up]
@@ -551,7 +570,7 @@ def main():
                         f" for {IDLE_CHECK['streams']} screens' streams: idle ones it keeps past the app's idle timeout"
                         " get a POST the app has just closed (502)")
     not_ok_after_idle = [a for a in after_idle if a[0] != 200]
-    if not after_idle:
+    if not after_idle and "idle" in WANTED:
         failures.append("no vote was sent right after the idle gap")
     if not_ok_after_idle:
         failures.append(f"{len(not_ok_after_idle)} of {len(after_idle)} first votes after the idle gap were not 200: {not_ok_after_idle[:3]}")
