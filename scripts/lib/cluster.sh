@@ -1,5 +1,6 @@
 # The production shape on one machine (SPEC §11.2), shared by scripts/cluster,
-# scripts/chaos, scripts/browser-test --cluster and the rehearsal: Debian's
+# scripts/chaos, scripts/browser-test (its part through nginx) and the
+# rehearsal (deploy/demo/lib.sh's proxy_*): Debian's
 # nginx as the chart's ingress (its settings generated from the chart's values
 # by scripts/lib/nginx-conf.py), N vote-api replicas, one PostgreSQL, one
 # Redis, optionally Prometheus and Alertmanager. Everything runs as project-
@@ -7,8 +8,9 @@
 #
 # Source it after scripts/lib/stack.sh. Its state (ports, pids, versions)
 # lives in files under CLUSTER_DIR, so another process (scripts/chaos's
-# driver) can act on the same cluster: `cluster_load DIR` then
-# replica_stop / replica_start / redis_restart / postgres_restart.
+# driver, the browser test) can act on the same cluster: `cluster_load DIR`
+# then replica_stop / replica_start, or stack.sh's stop_redis / start_redis
+# and stop_postgres / start_postgres on "$CLUSTER_DIR/redis" and "/pg".
 # shellcheck disable=SC2034 # CLUSTER_* are results for the caller
 
 CLUSTER_BIN="${CLUSTER_BIN:-$ROOT/target/debug/vote-api}"
@@ -79,7 +81,6 @@ cluster_databases() {
   "${REPLICA_ENV[@]}" "$CLUSTER_BIN" migrate >"$CLUSTER_DIR/migrate.log" 2>&1 || { cat "$CLUSTER_DIR/migrate.log" >&2; die "vote-api migrate failed"; }
   "${REPLICA_ENV[@]}" "$CLUSTER_BIN" seed --partners 1000 >"$CLUSTER_DIR/seed.log" 2>&1 || { cat "$CLUSTER_DIR/seed.log" >&2; die "vote-api seed failed"; }
 }
-
 
 # replica_start I VERSION: replica I (1-based) with APP_VERSION=VERSION on its
 # port (a free one the first time) until /ready/votes answers; when the port
@@ -181,18 +182,6 @@ nginx_stop() {
   kill -QUIT "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do alive "$pid" || return 0; sleep 0.05; done
   kill -TERM "$pid" 2>/dev/null || true
-}
-
-# ---- Redis and PostgreSQL faults -------------------------------------------------
-# redis_restart: stop and start on the same port; no persistence, so every
-# key (the counts among them) is gone.
-redis_restart() {
-  stop_redis "$CLUSTER_DIR/redis"
-  start_redis "$CLUSTER_DIR/redis" "$(cluster_get redis_port)"
-}
-postgres_restart() {
-  stop_postgres "$CLUSTER_DIR/pg"
-  start_postgres "$CLUSTER_DIR/pg" "$(cluster_get pg_port)"
 }
 
 # ---- Prometheus and Alertmanager (--observability) ---------------------------------
