@@ -174,6 +174,7 @@ stop_deployed() {
 PROXY_URL=""
 # proxy_start ADDR: nginx in front of ADDR (host:port); VOTE_URL goes through it.
 proxy_start() {
+  ensure_cluster_packages
   CLUSTER_DIR="$DEMO_DIR/run/ingress" CLUSTER_REPLICAS=1
   mkdir -p "$CLUSTER_DIR/replica-1"
   printf '%s\n' "${1##*:}" >"$CLUSTER_DIR/replica-1/port"
