@@ -158,6 +158,51 @@ stop_app() {
   APP_PID=""
 }
 
+# stop_deployed: the deployed replica that mirrord left running (phase 3 on).
+DEPLOYED_PID=""
+stop_deployed() {
+  [ -n "$DEPLOYED_PID" ] || return 0
+  local fixed="$APP_PID"
+  APP_PID="$DEPLOYED_PID" APP_LOG="${DEPLOYED_LOG:-$APP_LOG}"
+  stop_app
+  APP_PID="$fixed" DEPLOYED_PID=""
+}
+
+# ---- the ingress: nginx in front of the demo's single replica ----------------------------
+# scripts/lib/cluster.sh's nginx, settings generated from the chart's values,
+# with one upstream: the replica mirrord steals from, or the build stealing.
+PROXY_URL=""
+# proxy_start ADDR: nginx in front of ADDR (host:port); VOTE_URL goes through it.
+proxy_start() {
+  ensure_cluster_packages
+  CLUSTER_DIR="$DEMO_DIR/run/ingress" CLUSTER_REPLICAS=1
+  mkdir -p "$CLUSTER_DIR/replica-1"
+  printf '%s\n' "${1##*:}" >"$CLUSTER_DIR/replica-1/port"
+  # It dies with its reason when nginx does not start.
+  nginx_start
+  PROXY_URL="$CLUSTER_URL"
+  export VOTE_URL="$PROXY_URL"
+}
+# proxy_to ADDR: the upstream becomes ADDR (nginx reloads gracefully: streams
+# already open stay where they are); VOTE_URL goes through the proxy again.
+proxy_to() {
+  printf '%s\n' "${1##*:}" >"$CLUSTER_DIR/replica-1/port"
+  nginx_reload
+  export VOTE_URL="$PROXY_URL"
+  # The new workers answer once the reload is done: wait for the new upstream.
+  for _ in $(seq 1 100); do
+    [ "$(curl -fs --max-time 1 "$VOTE_URL/version" | jq -r .version 2>/dev/null)" = "$(curl -fs --max-time 1 "http://$1/version" | jq -r .version 2>/dev/null)" ] && return 0
+    sleep 0.05
+  done
+  fail "nginx does not send the traffic to $1 after its reload"
+}
+proxy_stop() { [ -n "$PROXY_URL" ] && nginx_stop; PROXY_URL=""; }
+# The settings that matter for the stream and for retries, as generated.
+proxy_settings() {
+  grep -oE '(proxy_buffering|proxy_read_timeout|proxy_next_upstream|keepalive_timeout) [^;]*' "$CLUSTER_DIR/nginx/nginx.conf" \
+    | grep -v '^keepalive_timeout 75s' | paste -sd, | sed 's/,/, /g'
+}
+
 # ---- the temporary copy the fix is built in --------------------------------------------
 # copy_sources DIR: the crate's sources (as they are in the work tree, edits
 # included) and the patch, into DIR. cp -a keeps modification times, so cargo

@@ -278,6 +278,10 @@ class Checker:
             self.fail("Ingress/vote-api: proxy buffering must be off (SSE)")
         if int(ann.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "0")) < 3600:
             self.fail("Ingress/vote-api: proxy-read-timeout must be at least 3600 (SSE)")
+        # ingress-nginx's default is "error timeout"; non_idempotent would send a
+        # POST that reached a pod to another one.
+        if "non_idempotent" in ann.get("nginx.ingress.kubernetes.io/proxy-next-upstream", "error timeout").split():
+            self.fail("Ingress/vote-api: proxy-next-upstream must not retry non_idempotent requests (a vote stored twice)")
         for rule in ing["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]
