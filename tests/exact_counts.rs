@@ -545,7 +545,10 @@ async fn a_reset_with_redis_hung_is_done_and_leaves_everything_reset() {
     // A replica starting now finds the session reset where it is stored.
     let second = TestApp::start_on(&stack, stack.config()).await;
     let first_answer = second.get("/votes").await.json();
-    assert!(first_answer.get("hidden").is_none(), "visible: {first_answer}");
+    assert!(
+        first_answer.get("hidden").is_none(),
+        "visible: {first_answer}"
+    );
     assert!(
         eventually(WAIT, || async {
             second.get("/votes").await.json()["stare"]["count"] == 1
