@@ -58,7 +58,11 @@ run_block() {
 # get PATH: body of a GET that must answer 200.
 get() { curl -fsS --max-time 10 "$VOTE_URL$1" || fail "GET $1 did not answer 200"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$VOTE_URL$1"; }
-metric() { get /metrics | awk -v n="$1" '$1 == n { print $2 }'; }
+# Prometheus scrapes the pod, never the ingress; /metrics refuses proxied peers.
+metric() {
+  curl -fsS --max-time 10 "http://$BIND_ADDR/metrics" | awk -v n="$1" '$1 == n { print $2 }' \
+    || fail "GET http://$BIND_ADDR/metrics did not answer 200"
+}
 counts() { get /votes | jq -c 'with_entries(.value |= .count)'; }
 total_of() { jq '[.[] | if type == "object" then .count else . end] | add'; }
 
