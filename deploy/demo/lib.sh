@@ -60,8 +60,8 @@ get() { curl -fsS --max-time 10 "$VOTE_URL$1" || fail "GET $1 did not answer 200
 status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$VOTE_URL$1"; }
 # Prometheus scrapes the pod, never the ingress; /metrics refuses proxied peers.
 metric() {
-  curl -fsS --max-time 10 "http://$BIND_ADDR/metrics" | awk -v n="$1" '$1 == n { print $2 }' \
-    || fail "GET http://$BIND_ADDR/metrics did not answer 200"
+  curl -fsS --max-time 10 "$METRICS_URL/metrics" | awk -v n="$1" '$1 == n { print $2 }' \
+    || fail "GET $METRICS_URL/metrics did not answer 200"
 }
 counts() { get /votes | jq -c 'with_entries(.value |= .count)'; }
 total_of() { jq '[.[] | if type == "object" then .count else . end] | add'; }
@@ -149,7 +149,8 @@ start_app() {
   serve_on_port "$APP_LOG" "$limit" /health "${BIND_ADDR##*:}" env NO_COLOR=1 BIND_ADDR="127.0.0.1:{PORT}" "$@" \
     2> >(indent) || { APP_PID="$SERVED_PID"; fail "vote-api: $SERVED_ERROR"; }
   APP_PID="$SERVED_PID"
-  export BIND_ADDR="127.0.0.1:$SERVED_PORT" VOTE_URL="http://127.0.0.1:$SERVED_PORT"
+  # METRICS_URL as the run-book's port-forward gives it: the pod itself, never the ingress.
+  export BIND_ADDR="127.0.0.1:$SERVED_PORT" VOTE_URL="http://127.0.0.1:$SERVED_PORT" METRICS_URL="http://127.0.0.1:$SERVED_PORT"
   STARTUP="$(since "$t0")"
 }
 # stop_app: SIGTERM (a graceful drain, as Kubernetes or mirrord's Ctrl-C do), then wait.

@@ -137,9 +137,24 @@ nginx_write() {
   mv "$dir/nginx.conf.new" "$dir/nginx.conf"
 }
 nginx_cmd() { "$(nginx_bin)" -p "$CLUSTER_DIR/nginx" -e "$CLUSTER_DIR/nginx/error.log" -c "$CLUSTER_DIR/nginx/nginx.conf" "$@"; }
+# worker_left PID: the nginx worker is gone or no longer listens.
+worker_left() { grep -qs 'shutting down' "/proc/$1/cmdline" || ! alive "$1"; }
 nginx_reload() {
+  local old pid
+  # The workers of the old configuration: until each has closed its listening
+  # socket, a new connection may still reach one of them (and the old upstream).
+  old="$(pgrep -P "$CLUSTER_NGINX_PID" || true)"
   nginx_write
   nginx_cmd -s reload 2>>"$CLUSTER_DIR/nginx/error.log" || die "nginx -s reload failed ($CLUSTER_DIR/nginx/error.log)"
+  # nginx retitles a worker "is shutting down" right before it closes its
+  # listeners; the master starts the new workers before it tells the old ones.
+  for pid in $old; do
+    for _ in $(seq 1 200); do
+      if worker_left "$pid"; then break; fi
+      sleep 0.025
+    done
+    worker_left "$pid" || die "nginx worker $pid still takes connections 5 s after the reload"
+  done
 }
 
 # nginx_start: in front of the replicas, on a free port (another one if it
