@@ -127,6 +127,7 @@ impl Waiter {
 }
 
 /// A place among the connections being refused.
+#[derive(Debug)]
 pub struct Pending(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl Admission {
@@ -541,5 +542,90 @@ mod tests {
                 others: 0
             }
         );
+    }
+
+    fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
+        match admission.admit(registry) {
+            Admitted::Now(slot) => slot,
+            _ => panic!("the budget has room"),
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
+        let admission = Admission::with_pending(
+            Budgets {
+                streams: 1,
+                others: 3,
+            },
+            2,
+        );
+        let mut registry = admission.registry();
+        let slots: Vec<_> = (0..3)
+            .map(|_| admitted(&admission, &mut registry))
+            .collect();
+        let grace = millis(IDLE_GRACE);
+        // The oldest is busy; the two others idle, the third for longest.
+        let _busy = slots[0].busy();
+        slots[1].idle_since.store(500, Ordering::Release);
+        slots[2].idle_since.store(100, Ordering::Release);
+        let now = grace + 600;
+        assert_eq!(registry.evict_one(now), Some(slots[2].seq));
+        assert_eq!(registry.evict_one(now), Some(slots[1].seq));
+        // No idle one left: the oldest, busy as it is.
+        assert_eq!(registry.evict_one(now), Some(slots[0].seq));
+        assert_eq!(registry.evict_one(now), None, "each is asked once");
+        assert!(slots.iter().all(|s| s.is_evicted()));
+    }
+
+    #[test]
+    fn within_the_grace_the_oldest_admitted_goes() {
+        let admission = Admission::with_pending(
+            Budgets {
+                streams: 1,
+                others: 3,
+            },
+            2,
+        );
+        let mut registry = admission.registry();
+        let slots: Vec<_> = (0..3)
+            .map(|_| admitted(&admission, &mut registry))
+            .collect();
+        let now = millis(IDLE_GRACE) - 1;
+        assert_eq!(registry.evict_one(now), Some(slots[0].seq));
+        // A connection that gave its slot to a stream is no candidate.
+        assert!(admission.stream(Some(&slots[1])).is_some());
+        assert_eq!(registry.evict_one(now), Some(slots[2].seq));
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_waits_for_a_slot_then_refuses() {
+        let admission = Admission::with_pending(
+            Budgets {
+                streams: 1,
+                others: 1,
+            },
+            1,
+        );
+        let mut registry = admission.registry();
+        let first = admitted(&admission, &mut registry);
+        let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry) else {
+            panic!("the budget is full: wait");
+        };
+        assert!(evicted && first.is_evicted());
+        assert!(
+            matches!(admission.admit(&mut registry), Admitted::Refused),
+            "the one pending place is taken"
+        );
+        first.end();
+        let second = waiter.wait().await.expect("the evicted slot");
+        assert_eq!(admission.in_use().others, 1);
+        let Admitted::Waiting(waiter, _) = admission.admit(&mut registry) else {
+            panic!("the budget is full: wait");
+        };
+        assert!(second.is_evicted(), "the next oldest was asked");
+        let started = tokio::time::Instant::now();
+        assert!(waiter.wait().await.is_err(), "nobody gave a slot up");
+        assert!(started.elapsed() >= ADMISSION_WAIT);
     }
 }
