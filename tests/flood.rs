@@ -7,11 +7,14 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::{Stack, TestApp, WAIT, eventually};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use vote_api::http::HEADER_READ_TIMEOUT;
+use vote_api::http::admission::IDLE_GRACE;
 
 const VOTE: &str = r#"{"choice":"ai"}"#;
 
@@ -212,8 +215,11 @@ async fn idle_keep_alive_clients_give_their_slots_to_a_new_one() {
         assert_eq!(client.get("/health").await.status, 200);
     }
     // Within the grace the new client may be refused; once the idle ones
-    // have been idle for IDLE_GRACE, one gives its slot up.
-    let served = eventually(WAIT, || {
+    // have been idle for IDLE_GRACE, one gives its slot up — long before
+    // the header timeout would have closed them anyway.
+    let within = IDLE_GRACE + Duration::from_secs(3);
+    assert!(within < HEADER_READ_TIMEOUT);
+    let served = eventually(within, || {
         let addr = app.addr;
         async move {
             let answer = Client::connect(addr).await.vote().await;
