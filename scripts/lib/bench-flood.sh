@@ -83,7 +83,7 @@ pages() {
   : >"$STACK/pages.txt"
   for path in / /results /timeline /votes "$asset"; do
     log "oha: GET $path, ${DURATION}s, 128 connections, gzip"
-    oha -z "${DURATION}s" -c 128 --no-tui --output-format json -H 'Accept-Encoding: gzip' \
+    oha -z "${DURATION}s" -c 128 --no-tui --output-format json --wait-ongoing-requests-after-deadline -H 'Accept-Encoding: gzip' \
       "http://127.0.0.1:$APP_PORT$path" >"$STACK/page.json"
     python3 - "$STACK/page.json" "$path" >>"$STACK/pages.txt" <<'PY'
 import json, sys
