@@ -40,6 +40,10 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// When set, `/metrics` is served there only (not on `bind_addr`).
     pub metrics_addr: Option<SocketAddr>,
+    /// When set, `/health`, `/ready` and `/ready/votes` are also served
+    /// there, outside the public connection budgets (one listener with
+    /// `metrics_addr` when both are the same address).
+    pub probe_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     /// `MAX_STREAMS`: open `/stream` connections at most (unset: derived at start-up).
     pub max_streams: Option<usize>,
@@ -192,13 +196,24 @@ impl Config {
             Some(token) => Some(AdminToken::new(&token)),
         };
 
-        let metrics_addr = match optional("METRICS_ADDR") {
-            None => None,
-            Some(addr) => Some(
-                addr.parse()
-                    .map_err(|e| invalid("METRICS_ADDR", &addr, e))?,
-            ),
+        let addr = |var: &'static str| match optional(var) {
+            None => Ok(None),
+            Some(addr) => addr
+                .parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|e| invalid(var, &addr, e)),
         };
+        let metrics_addr = addr("METRICS_ADDR")?;
+        let probe_addr = addr("PROBE_ADDR")?;
+        if let Some(probes) = probe_addr
+            && probes == bind_addr
+        {
+            return Err(invalid(
+                "PROBE_ADDR",
+                &probes.to_string(),
+                "the same as BIND_ADDR: unset it to serve the probes on the public port",
+            ));
+        }
 
         let format = get("LOG_FORMAT", "text");
         let log_format = match format.as_str() {
@@ -247,6 +262,7 @@ impl Config {
             db_pool_size,
             admin_token,
             metrics_addr,
+            probe_addr,
             log_format,
             timeline,
             max_streams,
@@ -383,6 +399,8 @@ mod tests {
             ("CONFERENCE", "woodstock"),
             ("PUBLIC_URL", "ftp://example.org"),
             ("METRICS_ADDR", "0.0.0.0"),
+            ("PROBE_ADDR", "localhost:9101"),
+            ("PROBE_ADDR", "0.0.0.0:8000"),
             ("ADMIN_TOKEN", ""),
             ("ADMIN_TOKEN", "  "),
             ("ADMIN_TOKEN", "two words two words two words"),
@@ -499,6 +517,17 @@ mod tests {
         for bad in ["1GB", "Gi", "0", "-1Gi", "1.5Gi", "99999999999Ti"] {
             assert_eq!(size(bad).expect_err(bad).var, "DB_VOLUME_SIZE");
         }
+    }
+
+    #[test]
+    fn probe_addr_is_optional_and_may_share_the_metrics_address() {
+        assert_eq!(parse(&[]).expect("valid").probe_addr, None);
+        let config = parse(&[
+            ("METRICS_ADDR", "0.0.0.0:9102"),
+            ("PROBE_ADDR", "0.0.0.0:9102"),
+        ])
+        .expect("valid");
+        assert_eq!(config.probe_addr, config.metrics_addr);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `/metrics` is served when `METRICS_ADDR` is set (actually bound).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the probes are served apart when `PROBE_ADDR` is set (actually bound).
+    pub probe_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -103,11 +105,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let pool = prepare_db(&config).await?;
     let live = Live::connect(&config.redis_url, replica_name())?;
     let (listener, addr) = bind(config.bind_addr).await?;
-    let metrics_listener = match config.metrics_addr {
-        Some(at) => Some(bind(at).await?),
-        None => None,
+    let operational = operational_listeners(&config).await?;
+    let bound = |serves: http::Operational| {
+        operational
+            .iter()
+            .find(|(s, _, _)| *s == serves || *s == http::Operational::Both)
+            .map(|(_, _, addr)| *addr)
     };
-    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let metrics_addr = bound(http::Operational::Metrics);
+    let probe_addr = bound(http::Operational::Probes);
 
     let metrics = Arc::new(Metrics::new());
     metrics.db_pool_size.set(config.db_pool_size as i64);
@@ -154,6 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let state = Arc::new(AppState {
         admission: http::admission::Admission::new(budgets),
         readiness: Default::default(),
+        qr_codes: Default::default(),
         config,
         actors,
         view,
@@ -164,20 +171,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     });
     info!(%addr, version = %state.config.app_version, "vote-api listening");
-    let metrics_task = metrics_listener.map(|(listener, at)| {
-        info!(addr = %at, "metrics on their own listener");
-        tokio::spawn(http::serve_metrics(
-            listener,
-            state.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let operational_tasks: Vec<_> = operational
+        .into_iter()
+        .map(|(serves, listener, at)| {
+            info!(addr = %at, ?serves, "operational listener");
+            tokio::spawn(http::serve_operational(
+                listener,
+                state.clone(),
+                serves,
+                shutdown.clone(),
+            ))
+        })
+        .collect();
 
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         http::serve(listener, state, token).await;
-        if let Some(metrics) = metrics_task {
-            let _ = metrics.await;
+        for task in operational_tasks {
+            let _ = task.await;
         }
         // The last handles go with the state; the writer then drains and the
         // rest of the graph follows.
@@ -187,9 +198,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running {
         addr,
         metrics_addr,
+        probe_addr,
         shutdown,
         task,
     })
+}
+
+/// The `METRICS_ADDR` and `PROBE_ADDR` listeners: one when both name the
+/// same address.
+async fn operational_listeners(
+    config: &Config,
+) -> Result<Vec<(http::Operational, TcpListener, SocketAddr)>, StartError> {
+    use http::Operational::{Both, Metrics, Probes};
+    let wanted = match (config.metrics_addr, config.probe_addr) {
+        (Some(m), Some(p)) if m == p => vec![(Both, m)],
+        (m, p) => [(Metrics, m), (Probes, p)]
+            .into_iter()
+            .filter_map(|(serves, at)| at.map(|at| (serves, at)))
+            .collect(),
+    };
+    let mut listeners = Vec::new();
+    for (serves, at) in wanted {
+        let (listener, addr) = bind(at).await?;
+        listeners.push((serves, listener, addr));
+    }
+    Ok(listeners)
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {

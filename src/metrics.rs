@@ -52,6 +52,8 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub connections_max: IntGaugeVec,
     pub streams_refused: IntCounter,
+    pub connections_evicted: IntCounter,
+    pub connections_dropped: IntCounter,
     pub db_pool_waits: IntCounterVec,
     pub allocator_allocated: IntGauge,
     pub allocator_resident: IntGauge,
@@ -267,6 +269,14 @@ impl Metrics {
             streams_refused: counter(
                 "streams_refused_total",
                 "GET /stream answered 503 because the stream budget was full",
+            ),
+            connections_evicted: counter(
+                "connections_evicted_total",
+                "Connections asked to close to admit a new one (the general budget was full)",
+            ),
+            connections_dropped: counter(
+                "connections_dropped_total",
+                "Connections answered 503 unread and closed: the general budget and its waiting places were full",
             ),
             db_pool_waits,
             allocator_allocated: gauge(

@@ -7,10 +7,12 @@ The proxy settings are ingress-nginx's reading of the chart's annotations
 (ingress.proxyAnnotations overridden by ingress.annotations) plus
 ingress.upstreamKeepaliveTimeout, with ingress-nginx's defaults for whatever
 the chart leaves unset: a change to the chart shows in the local proxy. It
-refuses a keep-alive timeout that is not below the app's idle timeout (hyper's
-header read timeout, HEADER_READ_TIMEOUT in src/http/mod.rs), which would let
-nginx send a POST on a connection the app has just closed.
+refuses a keep-alive timeout that is not below the app's idle timeout (the
+shorter of hyper's header read timeout, HEADER_READ_TIMEOUT in src/http/mod.rs,
+and the eviction's IDLE_GRACE in src/http/admission.rs), which would let nginx
+send a POST on a connection the app has just closed.
 """
+import os
 import re
 import sys
 
@@ -35,13 +37,17 @@ KEEPALIVE_CONNECTIONS = 320
 KEEPALIVE_REQUESTS = 10000
 
 
-def app_idle_timeout(path):
-    """Seconds after which the app closes an idle keep-alive connection."""
-    text = open(path, encoding="utf-8").read()
-    m = re.search(r"pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", text)
-    if not m:
-        sys.exit(f"{path}: no HEADER_READ_TIMEOUT = Duration::from_secs(N): cannot check nginx's keep-alive against it")
-    return int(m.group(1))
+def app_idle_timeout(http_mod):
+    """Seconds after which the app may close an idle keep-alive connection."""
+    found = []
+    for path, name in ((http_mod, "HEADER_READ_TIMEOUT"),
+                       (os.path.join(os.path.dirname(http_mod), "admission.rs"), "IDLE_GRACE")):
+        text = open(path, encoding="utf-8").read()
+        m = re.search(rf"pub const {name}: Duration = Duration::from_secs\((\d+)\);", text)
+        if not m:
+            sys.exit(f"{path}: no {name} = Duration::from_secs(N): cannot check nginx's keep-alive against it")
+        found.append(int(m.group(1)))
+    return min(found)
 
 
 def settings(values_path):

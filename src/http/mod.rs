@@ -11,15 +11,17 @@ pub mod handlers;
 pub mod router;
 pub mod sse;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -28,7 +30,7 @@ use crate::config::Config;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::CountsView;
-use admission::Admission;
+use admission::{Admission, Admitted, IDLE_GRACE, Pending, Slot};
 
 /// A client must finish sending its headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +57,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub admission: Admission,
     pub readiness: handlers::probes::Readiness,
+    /// The projector page's QR codes, drawn once per host.
+    pub qr_codes: crate::views::qr::QrCache,
 }
 
 /// Serves until `shutdown` is cancelled, then drains connections.
@@ -65,23 +69,63 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
 
 /// Connections the metrics listener serves at once: Prometheus needs one or two.
 const METRICS_CONNECTIONS: usize = 8;
+/// Connections the probe listener serves at once: the kubelet's three
+/// probes, compose's healthcheck, a human with curl.
+const PROBE_CONNECTIONS: usize = 16;
+/// How long a refused connection may take to send its request head.
+const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The whole life of a refused connection at most.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The `METRICS_ADDR` listener: `GET /metrics` and nothing else, so the
-/// public port never shows queue depths and process figures.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: CancellationToken,
-) {
-    let admission = Admission::new(admission::Budgets {
-        streams: 0,
-        others: METRICS_CONNECTIONS,
-    });
-    accept_loop(listener, state, &admission, router::metrics_only, shutdown).await;
+/// What an operational listener serves besides nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operational {
+    /// `METRICS_ADDR`: `/metrics`.
+    Metrics,
+    /// `PROBE_ADDR`: `/health`, `/ready`, `/ready/votes`.
+    Probes,
+    /// Both on one address.
+    Both,
 }
 
-/// Accepts within `admission`'s general budget and serves each connection
-/// with `handler` until `shutdown`, then drains connections.
+/// An operational listener (`METRICS_ADDR`, `PROBE_ADDR` or both): its own
+/// small budget, so no public traffic can starve Prometheus or the kubelet,
+/// and the public port never shows queue depths and process figures.
+pub async fn serve_operational(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    serves: Operational,
+    shutdown: CancellationToken,
+) {
+    let others = match serves {
+        Operational::Metrics => METRICS_CONNECTIONS,
+        Operational::Probes => PROBE_CONNECTIONS,
+        Operational::Both => METRICS_CONNECTIONS + PROBE_CONNECTIONS,
+    };
+    let admission = Admission::with_pending(admission::Budgets { streams: 0, others }, others);
+    match serves {
+        Operational::Metrics => {
+            accept_loop(listener, state, &admission, router::metrics_only, shutdown).await
+        }
+        Operational::Probes => {
+            accept_loop(listener, state, &admission, router::probes_only, shutdown).await
+        }
+        Operational::Both => {
+            accept_loop(
+                listener,
+                state,
+                &admission,
+                router::metrics_and_probes,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+/// Accepts every connection at once and serves it with `handler` within
+/// `admission`'s general budget (see admission.rs: eviction, `503`) until
+/// `shutdown`, then drains connections.
 async fn accept_loop<H, F>(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -94,7 +138,10 @@ async fn accept_loop<H, F>(
         + Send
         + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let mut registry = admission.registry();
+    // Every connection task holds a sender and never sends: the drain is
+    // over when the channel reports all of them gone.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -107,14 +154,70 @@ async fn accept_loop<H, F>(
             },
             _ = shutdown.cancelled() => break,
         };
-        // With the general budget full this one waits and the loop accepts no
-        // more: later connections wait in the kernel's backlog.
-        let slot = tokio::select! {
-            slot = admission.connection() => Arc::new(slot),
-            _ = shutdown.cancelled() => break,
-        };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let conn = Connection {
+            stream,
+            peer,
+            state: state.clone(),
+            shutdown: shutdown.clone(),
+            _alive: alive.clone(),
+        };
+        match admission.admit(&mut registry) {
+            Admitted::Now(slot) => {
+                tokio::spawn(conn.serve(slot, handler));
+            }
+            Admitted::Waiting(waiter, evicted) => {
+                if evicted {
+                    state.metrics.connections_evicted.inc();
+                }
+                tokio::spawn(async move {
+                    match waiter.wait().await {
+                        Ok(slot) => conn.serve(slot, handler).await,
+                        Err(pending) => conn.refuse(pending).await,
+                    }
+                });
+            }
+            Admitted::Refused => conn.refuse_at_once(),
+        }
+    }
+    drop(listener);
+    drop(alive);
+    tokio::select! {
+        _ = drained.recv() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("connections still open after {SHUTDOWN_GRACE:?}, closing"),
+    }
+}
+
+/// One accepted connection, before it is served or refused.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    _alive: mpsc::Sender<()>,
+}
+
+/// Gives a connection's general slot back when its task ends, however.
+struct Ends(Arc<Slot>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+impl Connection {
+    /// Serves the connection holding `slot` until the client closes it, it
+    /// is evicted (admission.rs), or shutdown.
+    async fn serve<H, F>(self, slot: Arc<Slot>, handler: H)
+    where
+        H: Fn(Arc<AppState>, hyper::Request<hyper::body::Incoming>) -> F + Copy + Send + 'static,
+        F: Future<Output = Result<hyper::Response<body::Body>, std::convert::Infallible>>
+            + Send
+            + 'static,
+    {
+        let _ends = Ends(slot.clone());
+        let (peer, state, own) = (self.peer, self.state, slot.clone());
         // The service lives as long as the connection, and the slot with it;
         // a `/stream` request gives the general slot back early (sse.rs).
         // Boxed per request: hyper keeps room for one service future per
@@ -122,24 +225,77 @@ async fn accept_loop<H, F>(
         // which every idle screen would hold.
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
-            req.extensions_mut().insert(slot.clone());
-            Box::pin(handler(state.clone(), req))
+            req.extensions_mut().insert(own.clone());
+            let busy = own.busy();
+            let answer = handler(state.clone(), req);
+            Box::pin(async move {
+                let mut resp = answer.await?;
+                // Evicted while busy: this answer is the last one.
+                if busy.slot().is_evicted() {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            })
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "connection ended with an error");
+            .serve_connection(TokioIo::new(self.stream), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => return log_end(ended),
+            _ = slot.evicted() => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        // Asked to give the slot up (or shutting down): the next answer says
+        // `Connection: close`; an idle connection closes once idle for
+        // `IDLE_GRACE`, never while a proxy may still send into it.
+        while !self.shutdown.is_cancelled() {
+            let wait = match slot.idle_for() {
+                Some(idle) if idle >= IDLE_GRACE => break,
+                Some(idle) => IDLE_GRACE - idle,
+                None => IDLE_GRACE,
+            };
+            tokio::select! {
+                ended = conn.as_mut() => return log_end(ended),
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => {}
             }
-        });
+        }
+        conn.as_mut().graceful_shutdown();
+        log_end(conn.await);
     }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("connections still open after {SHUTDOWN_GRACE:?}, closing"),
+
+    /// No slot came in time: `503` + `Retry-After` to the connection's
+    /// request, counted like any other answer, then close.
+    async fn refuse(self, pending: Pending) {
+        let state = self.state;
+        let service = service_fn(move |req| router::refuse(state.clone(), req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(REFUSAL_HEADER_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(self.stream), service);
+        match tokio::time::timeout(REFUSAL_DEADLINE, conn).await {
+            Ok(ended) => log_end(ended),
+            Err(_) => debug!("refused connection cut at its deadline"),
+        }
+        drop(pending);
+    }
+
+    /// Even the connections being refused fill their budget: answer with
+    /// what the socket can take now, without reading the request, and close.
+    fn refuse_at_once(self) {
+        self.state.metrics.connections_dropped.inc();
+        let _ = self.stream.try_write(router::REFUSED_AT_ONCE);
+    }
+}
+
+fn log_end(ended: Result<(), hyper::Error>) {
+    if let Err(e) = ended {
+        debug!(error = %e, "connection ended with an error");
     }
 }

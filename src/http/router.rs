@@ -4,9 +4,11 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 use tracing::info;
 
@@ -175,16 +177,52 @@ pub async fn metrics_only(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    Ok(operational(&state, &req, &[Endpoint::Metrics]).await)
+}
+
+/// The probes, as the kubelet and compose ask them.
+const PROBES: [Endpoint; 3] = [Endpoint::Health, Endpoint::Ready, Endpoint::ReadyVotes];
+
+/// Entry point of the `PROBE_ADDR` listener: the probes and nothing else.
+pub async fn probes_only(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(operational(&state, &req, &PROBES).await)
+}
+
+/// Entry point of one listener at both `METRICS_ADDR` and `PROBE_ADDR`.
+pub async fn metrics_and_probes(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let both = [Endpoint::Metrics, PROBES[0], PROBES[1], PROBES[2]];
+    Ok(operational(&state, &req, &both).await)
+}
+
+/// `serves` and nothing else (404), measured like every other answer.
+async fn operational(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+    serves: &[Endpoint],
+) -> Response<Body> {
     let started = Instant::now();
-    let (endpoint, resp) = match resolve(req.uri().path()) {
-        Some((Endpoint::Metrics, allowed)) if allowed.permits(req.method()) => {
-            (Some(Endpoint::Metrics), handlers::probes::metrics(&state))
+    let route = resolve(req.uri().path()).filter(|(e, _)| serves.contains(e));
+    let (endpoint, resp) = match route {
+        Some((endpoint, allowed)) if allowed.permits(req.method()) => {
+            let resp = match endpoint {
+                Endpoint::Metrics => handlers::probes::metrics(state),
+                Endpoint::Health => handlers::probes::health(),
+                Endpoint::Ready => handlers::probes::ready(state).await,
+                _ => handlers::probes::ready_votes(state).await,
+            };
+            (Some(endpoint), resp)
         }
-        Some((Endpoint::Metrics, allowed)) => (
-            Some(Endpoint::Metrics),
+        Some((endpoint, allowed)) => (
+            Some(endpoint),
             body::error(&ApiError::MethodNotAllowed(allowed.header())),
         ),
-        _ => (None, body::error(&ApiError::NotFound)),
+        None => (None, body::error(&ApiError::NotFound)),
     };
     state.metrics.observe_request(
         method_label(req.method()),
@@ -192,8 +230,59 @@ pub async fn metrics_only(
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    resp
+}
+
+/// The answer to a connection that got no slot in time
+/// (admission.rs): `503` + `Retry-After`, then the connection closes.
+/// Counted like any other answer: request metrics, and a vote is an
+/// `overloaded` outcome on the timeline.
+pub async fn refuse(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let endpoint = resolve(req.uri().path()).map(|(e, _)| e);
+    let path = req.uri().path().to_owned();
+    // Read what little the request carries (a vote), so closing the socket
+    // does not reset it before the client reads the answer.
+    let body = http_body_util::Limited::new(req.into_body(), REFUSED_BODY_BYTES);
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT, body.collect()).await;
+    let mut resp = body::error(&ApiError::Overloaded);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if endpoint == Some(Endpoint::Vote) && state.config.timeline {
+        handlers::console::count_vote(&state, &resp);
+    }
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(method, endpoint, 503, elapsed.as_secs_f64());
+    info!(
+        target: "vote_api::access",
+        method,
+        path = %path,
+        status = 503,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "no connection slot"
+    );
     Ok(resp)
 }
+
+/// The most of a refused request's body read before answering.
+const REFUSED_BODY_BYTES: usize = 16 * 1024;
+/// How long a refused request's body may take.
+const REFUSED_BODY_WAIT: Duration = Duration::from_millis(200);
+
+/// Written as is to a connection accepted while even the refusals are full.
+pub const REFUSED_AT_ONCE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 46\r\n\
+\r\n\
+{\"detail\":\"Service overloaded, please retry\"}\n";
 
 async fn dispatch(
     state: &Arc<AppState>,
@@ -245,6 +334,20 @@ mod tests {
         );
         assert_eq!(resolve("/votes/"), None);
         assert_eq!(resolve("/nope"), None);
+    }
+
+    #[test]
+    fn the_answer_at_once_is_well_formed() {
+        let text = std::str::from_utf8(REFUSED_AT_ONCE).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("retry-after: 1") && head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let detail = ApiError::Overloaded.to_string();
+        assert_eq!(
+            body,
+            format!("{}\n", serde_json::json!({ "detail": detail }))
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! keeps the markup small; the white quiet zone is part of the image,
 //! because phones fail to scan a code that touches a dark background.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
 
-use maud::{Markup, html};
+use maud::{Markup, PreEscaped, html};
 use qrcode::{Color, EcLevel, QrCode};
 
 /// Light modules around the code, as the QR standard asks.
@@ -27,6 +29,59 @@ pub fn qr_svg(data: &str, label: &str) -> Markup {
             rect width=(size) height=(size) fill="#fff" {}
             path d=(d) fill="#000" {}
         }
+    }
+}
+
+/// QR codes kept at most: one per host (and `?conf=`) the projector page
+/// is opened with, which in practice is one or two.
+pub const QR_CACHE_ENTRIES: usize = 64;
+
+/// Drawn QR codes by their text, so the projector page costs no more than
+/// a vote page: encoding and drawing one takes about as long as rendering
+/// 15 pages. Bounded: with `QR_CACHE_ENTRIES` entries the oldest drawn is
+/// dropped first (a forged `Host` per request only ever costs the drawing).
+#[derive(Default)]
+pub struct QrCache(Mutex<Drawn>);
+
+#[derive(Default)]
+struct Drawn {
+    svgs: HashMap<(String, &'static str), Arc<str>>,
+    order: VecDeque<(String, &'static str)>,
+}
+
+impl QrCache {
+    /// `qr_svg(data, label)`, drawn once while it stays in the cache.
+    pub fn svg(&self, data: &str, label: &'static str) -> PreEscaped<Arc<str>> {
+        let key = (data.to_owned(), label);
+        if let Some(svg) = self.lock().svgs.get(&key) {
+            return PreEscaped(svg.clone());
+        }
+        // Drawn outside the lock: two first requests may both draw it.
+        let svg: Arc<str> = qr_svg(data, label).into_string().into();
+        let mut drawn = self.lock();
+        if drawn.svgs.len() >= QR_CACHE_ENTRIES
+            && let Some(oldest) = drawn.order.pop_front()
+        {
+            drawn.svgs.remove(&oldest);
+        }
+        if drawn.svgs.insert(key.clone(), svg.clone()).is_none() {
+            drawn.order.push_back(key);
+        }
+        PreEscaped(svg)
+    }
+
+    /// Codes held now.
+    pub fn len(&self) -> usize {
+        self.lock().svgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Drawn> {
+        // Never held across an await; the map stays consistent on a panic.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -65,6 +120,21 @@ mod tests {
         use Color::{Dark as D, Light as L};
         let d = dark_runs(&[D, D, L, L, D, L, D, L, D], 3);
         assert_eq!(d, "M4 4h2v1h-2zM5 5h1v1h-1zM4 6h1v1h-1zM6 6h1v1h-1z");
+    }
+
+    #[test]
+    fn the_cache_draws_once_and_stays_bounded() {
+        let cache = QrCache::default();
+        let first = cache.svg("http://a.example/", "Vote");
+        let again = cache.svg("http://a.example/", "Vote");
+        assert!(Arc::ptr_eq(&first.0, &again.0), "drawn once");
+        assert_eq!(&*first.0, qr_svg("http://a.example/", "Vote").into_string());
+        for i in 0..QR_CACHE_ENTRIES + 10 {
+            cache.svg(&format!("http://h{i}.example/"), "Vote");
+        }
+        assert_eq!(cache.len(), QR_CACHE_ENTRIES);
+        let redrawn = cache.svg("http://a.example/", "Vote");
+        assert!(!Arc::ptr_eq(&first.0, &redrawn.0), "the oldest went first");
     }
 
     #[test]

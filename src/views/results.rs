@@ -24,6 +24,8 @@ pub struct Results<'a> {
     pub watching: i64,
     /// The speaker hid the results: show the total only.
     pub hidden: bool,
+    /// Where both QR codes are drawn once per URL.
+    pub qr: &'a qr::QrCache,
 }
 
 /// Whole percent of `n` in `total` (0 when nobody voted yet).
@@ -92,14 +94,14 @@ pub fn results(view: &Results) -> Markup {
                 aside class="scan" aria-label="Scan to vote" {
                     p class="scan__tag graffiti" aria-hidden="true" { "Vote now!" }
                     figure class="qr-card" {
-                        (qr::qr_svg(&view.vote_url, "QR code to vote"))
+                        (view.qr.svg(&view.vote_url, "QR code to vote"))
                         figcaption {
                             strong { "Scan to vote" }
                             span class="qr-card__url" { (view.vote_url) }
                         }
                     }
                     figure class="qr-card qr-card--partner" {
-                        (qr::qr_svg(&view.referral_url, "QR code to vote with the partner referral"))
+                        (view.qr.svg(&view.referral_url, "QR code to vote with the partner referral"))
                         figcaption {
                             strong { "Partner link" }
                             span class="qr-card__url" { (view.referral_url) }
@@ -137,8 +139,9 @@ pub fn results(view: &Results) -> Markup {
 mod tests {
     use super::*;
 
-    fn view(page: &Page) -> Results<'_> {
+    fn view<'a>(page: &'a Page, qr: &'a qr::QrCache) -> Results<'a> {
         Results {
+            qr,
             page,
             counts: Counts([3, 1, 0, 0, 0]),
             vote_url: "http://vote.example/".into(),
@@ -151,7 +154,7 @@ mod tests {
     #[test]
     fn renders_counts_percentages_and_both_qr_codes() {
         let page = Page::default();
-        let html = results(&view(&page)).into_string();
+        let html = results(&view(&page, &qr::QrCache::default())).into_string();
         assert!(html.contains(r#"data-choice="print" data-count="3""#));
         assert!(html.contains("75%") && html.contains("25%"));
         assert_eq!(html.matches(r#"class="qr""#).count(), 2);
@@ -162,14 +165,15 @@ mod tests {
     #[test]
     fn hidden_results_carry_the_total_only() {
         let page = Page::default();
-        let mut hidden = view(&page);
+        let cache = qr::QrCache::default();
+        let mut hidden = view(&page, &cache);
         hidden.hidden = true;
         let html = results(&hidden).into_string();
         assert!(html.contains("Results hidden"));
         assert!(html.contains(r#"<dd id="total">4</dd>"#));
         assert!(!html.contains(r#"data-count="3""#) && !html.contains(r#"data-count="1""#));
         assert!(!html.contains("75%"));
-        let shown = results(&view(&page)).into_string();
+        let shown = results(&view(&page, &qr::QrCache::default())).into_string();
         assert!(shown.contains(r#"id="results-hidden" class="hidden-sign" hidden"#));
     }
 

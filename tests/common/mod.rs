@@ -128,6 +128,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The `METRICS_ADDR` listener, when the config set one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The `PROBE_ADDR` listener, when the config set one.
+    pub probe_addr: Option<SocketAddr>,
     pub stack: Stack,
     running: vote_api::Running,
 }
@@ -151,6 +153,7 @@ impl TestApp {
         TestApp {
             addr: running.addr,
             metrics_addr: running.metrics_addr,
+            probe_addr: running.probe_addr,
             stack: stack.clone(),
             running,
         }

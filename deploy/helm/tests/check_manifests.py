@@ -5,7 +5,8 @@ kubernetes-validate proves each object matches the Kubernetes schema; this prove
 the objects fit together and hold what the chart promises: every pod non-root,
 read-only, capabilities dropped, seccomp RuntimeDefault, requests and limits;
 no service-account token where none is needed; every referenced Secret,
-ConfigMap, Service and port exists; vote-api probes /health and /ready/votes; the
+ConfigMap, Service and port exists; vote-api probes /health and /ready/votes on
+PROBE_ADDR's port, which no Service exposes; the
 ingress keeps SSE unbuffered; the rule file in the ConfigMap is byte-for-byte
 the canonical one; /metrics is on its own port, which the Ingress never routes
 and only Prometheus may reach; vote-api connects to PostgreSQL as its own
@@ -229,6 +230,29 @@ class Checker:
                 if not only_prometheus:
                     self.fail("NetworkPolicy/vote-api: the metrics port must admit Prometheus only")
 
+    def check_probe_port(self):
+        """The kubelet's probes ask PROBE_ADDR's port, outside the public
+        connection budget; no Service or Ingress routes it."""
+        deploy = self.get("Deployment", "vote-api")
+        if not deploy:
+            return
+        c = next(c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "vote-api")
+        ports = {p.get("name"): p["containerPort"] for p in c["ports"]}
+        port = ports.get("probes")
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        if port is None or port == 8000:
+            self.fail("Deployment/vote-api: needs a container port named probes, not 8000")
+            return
+        if env.get("PROBE_ADDR") != f"0.0.0.0:{port}":
+            self.fail(f"Deployment/vote-api: PROBE_ADDR must be 0.0.0.0:{port}, found {env.get('PROBE_ADDR')!r}")
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            target = c.get(kind, {}).get("httpGet", {}).get("port")
+            if target not in ("probes", port):
+                self.fail(f"Deployment/vote-api: {kind} must ask the probes port, not {target!r}")
+        for svc in self.of_kind("Service").values():
+            if any(p.get("targetPort") in ("probes", port) for p in svc["spec"]["ports"]):
+                self.fail(f"Service/{svc['metadata']['name']}: must not expose the probes port")
+
     def check_postgres_role(self, chart):
         """vote-api connects as its own role, which the init container keeps
         non-superuser with files/postgresql-app-role.sql."""
@@ -406,6 +430,7 @@ def main():
     c.check_vote_api()
     c.check_ingress()
     c.check_metrics_port()
+    c.check_probe_port()
     c.check_postgres_role(args.chart)
     c.check_network_policies()
     c.check_pdb()

@@ -87,6 +87,7 @@ pub fn results<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
         referral_url: vote_url(Some(PARTNER_REFERRAL)),
         watching: state.metrics.sse_clients.get(),
         hidden: state.actors.reveal.hidden(),
+        qr: &state.qr_codes,
     };
     body::html(StatusCode::OK, views::results::results(&view))
 }

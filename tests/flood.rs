@@ -1,0 +1,312 @@
+//! A flood never locks the door (SPEC §11.6, docs/contract.md#eviction):
+//! with the general budget full of keep-alive clients, idle or busy, a new
+//! client is still answered, and the probes answer on their own listener.
+//! Real sockets speaking HTTP/1.1 by hand, so each client is exactly one
+//! connection. A busy client is one whose vote's body is still coming.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Stack, TestApp, WAIT, eventually};
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vote_api::http::HEADER_READ_TIMEOUT;
+use vote_api::http::admission::IDLE_GRACE;
+
+const VOTE: &str = r#"{"choice":"ai"}"#;
+
+/// One answer read off a raw connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// A keep-alive client on one connection.
+struct Client(TcpStream);
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connects in time")
+            .expect("connect");
+        Client(stream)
+    }
+
+    async fn write(&mut self, bytes: &str) {
+        self.0.write_all(bytes.as_bytes()).await.expect("write");
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        self.write(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+            .await;
+        self.answer().await
+    }
+
+    /// Sends a vote's head and all of its body but the last byte: the
+    /// request stays in progress until `finish`.
+    async fn start_vote(&mut self) {
+        let head = format!(
+            "POST /vote HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            VOTE.len()
+        );
+        self.write(&head).await;
+        self.write(&VOTE[..VOTE.len() - 1]).await;
+    }
+
+    async fn finish(&mut self) -> Answer {
+        self.write(&VOTE[VOTE.len() - 1..]).await;
+        self.answer().await
+    }
+
+    async fn vote(&mut self) -> Answer {
+        self.start_vote().await;
+        self.finish().await
+    }
+
+    /// Reads one answer (its length is always known: no streams here).
+    async fn answer(&mut self) -> Answer {
+        tokio::time::timeout(WAIT, self.read_answer())
+            .await
+            .expect("answered in time")
+    }
+
+    async fn read_answer(&mut self) -> Answer {
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.0.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before an answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut body = buf[end + 4..].to_vec();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let mut answer = Answer {
+            status,
+            head,
+            body: String::new(),
+        };
+        let length: usize = answer
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while body.len() < length {
+            let mut chunk = [0u8; 4096];
+            let n = self.0.read(&mut chunk).await.expect("read body");
+            assert!(n > 0, "closed within the body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        answer.body = String::from_utf8_lossy(&body).into_owned();
+        answer
+    }
+
+    /// Whether the server closed this connection (within `WAIT`).
+    async fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(WAIT, self.0.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+/// An app whose general budget is `budget` connections, with `/metrics`
+/// on its own listener (the public port has no room to ask it).
+async fn app_with_budget(budget: usize) -> TestApp {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.max_connections = Some(budget);
+    config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
+    TestApp::start_on(&stack, config).await
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let mut client = Client::connect(app.metrics_addr.expect("a metrics listener")).await;
+    let answer = client.get("/metrics").await;
+    assert_eq!(answer.status, 200);
+    answer.body
+}
+
+fn series(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
+async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(Client::connect(addr).await);
+    }
+    clients
+}
+
+#[tokio::test]
+async fn probes_answer_on_their_own_listener_with_the_public_budget_full() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.max_connections = Some(2);
+    config.probe_addr = Some("127.0.0.1:0".parse().expect("address"));
+    let app = TestApp::start_on(&stack, config).await;
+    let probes = app.probe_addr.expect("a probe listener");
+    assert_ne!(probes.port(), app.addr.port());
+
+    let mut busy = clients(app.addr, 2).await;
+    for client in &mut busy {
+        client.start_vote().await;
+    }
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/ready/votes", 200),
+        // Nothing else: the probe port is not a second way in.
+        ("/votes", 404),
+        ("/metrics", 404),
+    ] {
+        let answer = Client::connect(probes).await.get(path).await;
+        assert_eq!(answer.status, status, "{path}: {answer:?}");
+    }
+    // One keep-alive probe client answers again and again.
+    let mut kubelet = Client::connect(probes).await;
+    for _ in 0..3 {
+        assert_eq!(kubelet.get("/ready/votes").await.status, 200);
+    }
+    for client in &mut busy {
+        assert_eq!(client.finish().await.status, 200);
+    }
+    drop(busy);
+    // Without the budget full, the public port answers the probes as before.
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_clients_give_their_slots_to_a_new_one() {
+    let app = app_with_budget(3).await;
+    let mut idle = clients(app.addr, 3).await;
+    for client in &mut idle {
+        assert_eq!(client.get("/health").await.status, 200);
+    }
+    // Within the grace the new client may be refused; once the idle ones
+    // have been idle for IDLE_GRACE, one gives its slot up — long before
+    // the header timeout would have closed them anyway.
+    let within = IDLE_GRACE + Duration::from_secs(3);
+    assert!(within < HEADER_READ_TIMEOUT);
+    let served = eventually(within, || {
+        let addr = app.addr;
+        async move {
+            let answer = Client::connect(addr).await.vote().await;
+            if answer.status == 503 {
+                assert_eq!(answer.header("retry-after"), Some("1"), "{answer:?}");
+                assert!(answer.closes(), "{answer:?}");
+                return false;
+            }
+            assert_eq!(answer.status, 200, "{answer:?}");
+            true
+        }
+    })
+    .await;
+    assert!(served, "a new client is served once idle ones are closed");
+    // The longest idle (here also the oldest) was closed without a word.
+    assert!(idle[0].closed_by_server().await);
+    assert!(series(&metrics(&app).await, "connections_evicted_total") >= 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_busy_clients_the_oldest_answers_with_connection_close() {
+    let app = app_with_budget(3).await;
+    let mut busy = clients(app.addr, 3).await;
+    for client in &mut busy {
+        client.start_vote().await;
+    }
+    let mut newcomer = Client::connect(app.addr).await;
+    newcomer.start_vote().await;
+    let evicted = eventually(WAIT, || async {
+        series(&metrics(&app).await, "connections_evicted_total") == 1.0
+    })
+    .await;
+    assert!(evicted, "the newcomer asked one connection to leave");
+    let oldest = busy[0].finish().await;
+    assert_eq!(oldest.status, 200, "{oldest:?}");
+    assert!(oldest.closes(), "the oldest was asked to leave: {oldest:?}");
+    assert!(busy[0].closed_by_server().await);
+    let served = newcomer.finish().await;
+    assert_eq!(served.status, 200, "the newcomer took the slot: {served:?}");
+    assert!(!served.closes(), "{served:?}");
+    for client in &mut busy[1..] {
+        let answer = client.finish().await;
+        assert_eq!(answer.status, 200);
+        assert!(!answer.closes(), "only the oldest leaves: {answer:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_no_slot_within_50_ms_a_new_client_gets_503_and_it_is_counted() {
+    let app = app_with_budget(2).await;
+    let mut busy = clients(app.addr, 2).await;
+    for client in &mut busy {
+        client.start_vote().await;
+    }
+    // Both in-progress votes stay in progress for far longer than 50 ms.
+    let started = std::time::Instant::now();
+    let answer = Client::connect(app.addr).await.vote().await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(answer.closes());
+    assert!(answer.body.contains("overloaded"), "{}", answer.body);
+    assert!(started.elapsed() < WAIT / 2);
+    let text = metrics(&app).await;
+    assert_eq!(
+        series(
+            &text,
+            r#"http_requests_total{endpoint="/vote",method="POST",status="503"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    for client in &mut busy {
+        assert_eq!(client.finish().await.status, 200);
+    }
+    let counted = eventually(WAIT, || async {
+        let timeline = app.get("/timeline.json").await.json();
+        timeline["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(|b| b["overloaded"].as_u64().expect("overloaded"))
+            .sum::<u64>()
+            == 1
+    })
+    .await;
+    assert!(counted, "the refusal is an overloaded vote on the timeline");
+    app.stop().await;
+}
