@@ -6,8 +6,6 @@ use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-const CHOICES: [&str; 5] = ["print", "stare", "ai", "revert", "restart"];
-
 #[tokio::test]
 async fn vote_page_is_html_with_security_headers_and_keeps_its_query() {
     let app = TestApp::start().await;
@@ -148,15 +146,10 @@ async fn reset_needs_confirmation_and_deletes_votes_but_not_partners() {
     );
     assert_eq!(app.total().await, 0);
     assert_eq!(vote_rows(&app.stack.database_url).await, 0);
-    let redis_counts: Vec<Option<u64>> = redis::cmd("HMGET")
-        .arg("vote-api:counts")
-        .arg(&CHOICES[..])
-        .query_async(&mut redis_conn(&app.stack.redis_url).await)
-        .await
-        .expect("HMGET");
-    assert!(
-        redis_counts.iter().all(|c| *c == Some(0)),
-        "{redis_counts:?}"
+    assert_eq!(
+        redis_counts(&app.stack.redis_url).await,
+        Some([Some(0); 5]),
+        "Redis holds five zeroes"
     );
     // Partners stay: a referral vote still validates.
     assert_eq!(

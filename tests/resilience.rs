@@ -7,7 +7,7 @@ use hyper::StatusCode;
 
 #[tokio::test]
 async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::up().await;
     let stack = Stack {
         redis_url: redis.url(),
         ..Stack::fresh().await
@@ -16,7 +16,7 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
     assert_eq!(app.vote("print", None).await.status, StatusCode::OK);
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 
-    redis.stop();
+    redis.stop().await;
     // Probes share one check for a second (docs/contract.md, connection budgets).
     assert!(
         eventually(WAIT, || async {
@@ -38,7 +38,7 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
     assert_eq!(app.total().await, 3);
 
     // A restarted Redis is empty: the app notices and rebuilds it from PostgreSQL.
-    redis.restart();
+    redis.restart().await;
     assert!(
         eventually(WAIT, || async {
             app.get("/ready").await.status == StatusCode::OK
@@ -46,30 +46,16 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
         .await,
         "/ready recovers"
     );
-    let mut conn = redis_conn(&redis.url()).await;
+    // All five fields, exactly PostgreSQL's counts (print 2, ai 1).
+    let want = [Some(2), Some(0), Some(1), Some(0), Some(0)];
     assert!(
-        eventually(WAIT, || {
-            let mut conn = conn.clone();
-            async move {
-                let print: Option<u64> = redis::cmd("HGET")
-                    .arg("vote-api:counts")
-                    .arg("print")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(None);
-                print == Some(2)
-            }
+        eventually(WAIT, || async {
+            redis_counts(&redis.url()).await == Some(want)
         })
         .await,
-        "Redis rebuilt from PostgreSQL"
+        "Redis rebuilt from PostgreSQL: {:?}",
+        redis_counts(&redis.url()).await
     );
-    let ai: u64 = redis::cmd("HGET")
-        .arg("vote-api:counts")
-        .arg("ai")
-        .query_async(&mut conn)
-        .await
-        .expect("HGET");
-    assert_eq!(ai, 1);
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
     assert_eq!(app.total().await, 4);
     app.stop().await;
@@ -87,19 +73,9 @@ async fn emptied_redis_is_rebuilt_from_postgres() {
         .await
         .expect("FLUSHDB");
 
-    let rebuilt = eventually(WAIT, || {
-        let mut conn = conn.clone();
-        async move {
-            let counts: Vec<Option<u64>> = redis::cmd("HMGET")
-                .arg("vote-api:counts")
-                .arg(&["print", "stare", "ai"][..])
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            counts == [Some(2), Some(1), Some(0)]
-        }
-    })
-    .await;
+    let url = &app.stack.redis_url;
+    let want = [Some(2), Some(1), Some(0), Some(0), Some(0)];
+    let rebuilt = eventually(WAIT, || async { redis_counts(url).await == Some(want) }).await;
     assert!(rebuilt, "Redis counts rebuilt from PostgreSQL");
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
     let votes = app.get("/votes").await.json();
