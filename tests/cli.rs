@@ -3,11 +3,9 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vote-api");
 
 #[test]
 fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
@@ -54,46 +52,14 @@ async fn migrate_and_seed_are_idempotent_and_serve_stops_on_sigterm() {
         .get(0);
     assert_eq!(partners, 2001, "2,000 generated + conf-partner-2026, once");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let log = std::env::temp_dir().join(format!("vote-api-cli-{}.log", std::process::id()));
-    let out = std::fs::File::create(&log).expect("log file");
-    let mut child = Command::new(BIN)
-        .env("DATABASE_URL", &stack.database_url)
-        .env("REDIS_URL", &stack.redis_url)
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "text")
-        .env("NO_COLOR", "1")
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(out)
-        .spawn()
-        .expect("start vote-api");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    // The start-up line, not merely an open port: the server is fully up.
-    let up = eventually(WAIT, || async { read_log().contains("vote-api listening") }).await;
-    assert!(up, "vote-api logs that it listens: {}", read_log());
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    // Started as it logs on a terminal: text lines, no colours.
+    let mut served = Served::start(&stack, &[("LOG_FORMAT", "text"), ("NO_COLOR", "1")]).await;
+    served.child.signal("TERM");
     // The stated bound: requests get SHUTDOWN_GRACE, the actors ACTOR_DRAIN.
     let bound = vote_api::http::SHUTDOWN_GRACE + vote_api::ACTOR_DRAIN + Duration::from_secs(1);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > bound {
-            let _ = child.kill();
-            panic!("no exit within {bound:?} of SIGTERM: {}", read_log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let text = read_log();
-    let _ = std::fs::remove_file(&log);
+    let status = served.child.exit_within(bound).await;
+    let text = served.log();
+    let status = status.unwrap_or_else(|| panic!("no exit within {bound:?} of SIGTERM: {text}"));
     // A default SIGTERM (no handler yet) would kill it: no success, no drain.
     assert!(status.success(), "clean exit: {status}: {text}");
     assert!(

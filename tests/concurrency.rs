@@ -9,8 +9,14 @@ use hyper::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_concurrent_votes_are_all_counted_and_stored() {
-    let app = Arc::new(TestApp::start().await);
     const VOTES: usize = 2000;
+    // One connection per vote, all at once: the general budget is made to fit
+    // them, so this test is about group commit alone. Connections beyond the
+    // budget are tests/flood.rs's subject (evicted or refused with a 503).
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.max_connections = Some(VOTES + 64);
+    let app = Arc::new(TestApp::start_on(&stack, config).await);
     let choices = ["print", "stare", "ai", "revert", "restart"];
     let mut tasks = Vec::with_capacity(VOTES);
     for i in 0..VOTES {

@@ -183,20 +183,16 @@ fn timeline_totals(timeline: &Value) -> [u64; 5] {
     totals
 }
 
-/// Waits until the timeline shows `want` (each process flushes about once a second).
+/// Waits until the timeline shows `want` (each process flushes about once a
+/// second); then the timeline, which nothing changes meanwhile.
 async fn await_totals(app: &TestApp, want: [u64; 5]) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let timeline = app.get("/timeline.json").await.json();
-        if timeline_totals(&timeline) == want {
-            return timeline;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timeline never showed {want:?}: {timeline}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let shown = eventually(WAIT, || async {
+        timeline_totals(&app.get("/timeline.json").await.json()) == want
+    })
+    .await;
+    let timeline = app.get("/timeline.json").await.json();
+    assert!(shown, "timeline never showed {want:?}: {timeline}");
+    timeline
 }
 
 #[tokio::test]

@@ -6,8 +6,6 @@ use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-const CHOICES: [&str; 5] = ["print", "stare", "ai", "revert", "restart"];
-
 #[tokio::test]
 async fn vote_page_is_html_with_security_headers_and_keeps_its_query() {
     let app = TestApp::start().await;

@@ -216,7 +216,7 @@ impl Replica {
 async fn random_interleavings_of_batches_rebuilds_flushes_and_restarts_keep_redis_exact() {
     let stack = Stack::fresh().await;
     let pool = database(&stack).await;
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::up().await;
     let seed = std::env::var("EXACT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -275,8 +275,8 @@ async fn random_interleavings_of_batches_rebuilds_flushes_and_restarts_keep_redi
                 replicas[r].pending.push(Pending::Check);
             }
             92..=95 => {
-                redis.stop();
-                redis.restart();
+                redis.stop().await;
+                redis.restart().await;
                 restarts += 1;
                 replicas[r].pending.push(Pending::Check);
             }
@@ -463,7 +463,7 @@ async fn a_keyed_referral_replay_after_the_tenth_referral_vote_is_answered_from_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hidden_results_stay_hidden_across_a_redis_restart() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::up().await;
     let stack = Stack {
         redis_url: redis.url(),
         ..Stack::fresh().await
@@ -476,8 +476,8 @@ async fn hidden_results_stay_hidden_across_a_redis_restart() {
     assert_eq!(hide.status, StatusCode::OK, "{}", hide.text());
     assert_eq!(app.get("/votes").await.json()["hidden"], true);
 
-    redis.stop();
-    redis.restart();
+    redis.stop().await;
+    redis.restart().await;
     assert!(
         eventually(WAIT, || async {
             app.get("/ready").await.status == StatusCode::OK
@@ -500,7 +500,7 @@ async fn hidden_results_stay_hidden_across_a_redis_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_with_redis_hung_is_done_and_leaves_everything_reset() {
-    let redis = OwnRedis::start();
+    let redis = OwnRedis::up().await;
     let stack = Stack {
         redis_url: redis.url(),
         ..Stack::fresh().await

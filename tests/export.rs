@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vote-api");
 const VOTES: i64 = 100_000;
 /// "A few MB": the CSV itself is about 5 MB.
 const MAX_RSS_GROWTH_KB: u64 = 3 * 1024;
@@ -23,48 +20,19 @@ fn rss_kb(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_export_streams_every_vote_without_holding_them() {
     let stack = Stack::fresh().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Child(
-        Command::new(BIN)
-            .env("DATABASE_URL", &stack.database_url)
-            .env("REDIS_URL", &stack.redis_url)
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vote-api"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let served = Served::start(&stack, &[]).await;
+    let pid = served.child.id();
     let get = |path: &str| {
         Request::builder()
             .method(Method::GET)
-            .uri(format!("{base}{path}"))
+            .uri(served.url(path))
             .body(Full::default())
             .expect("request")
     };
-    let up = eventually(WAIT, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(up, "vote-api listens");
-    assert_eq!(send(get("/ready")).await.status, StatusCode::OK);
+    assert_eq!(served.get("/ready").await.status, StatusCode::OK);
 
     let db = pg_connect(&stack.database_url).await;
     db.execute(
@@ -79,7 +47,7 @@ async fn the_export_streams_every_vote_without_holding_them() {
     .expect("insert votes");
     // A first small export warms up what every export allocates once.
     assert_eq!(send(get("/admin/export.csv")).await.status, StatusCode::OK);
-    let before = rss_kb(child.0.id());
+    let before = rss_kb(pid);
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
@@ -98,11 +66,11 @@ async fn the_export_streams_every_vote_without_holding_them() {
             lines += data.iter().filter(|b| **b == b'\n').count() as i64;
             chunks += 1;
             if chunks % 64 == 0 {
-                peak = peak.max(rss_kb(child.0.id()));
+                peak = peak.max(rss_kb(pid));
             }
         }
     }
-    peak = peak.max(rss_kb(child.0.id()));
+    peak = peak.max(rss_kb(pid));
     let rows: i64 = db
         .query_one("SELECT count(*) FROM votes", &[])
         .await

@@ -202,7 +202,7 @@ async fn a_hung_postgres_stores_no_vote_it_answered_503() {
 
 #[tokio::test]
 async fn a_hung_redis_does_not_stop_votes_and_the_counts_catch_up() {
-    let redis = OwnRedis::start();
+    let redis = OwnRedis::up().await;
     let stack = Stack {
         redis_url: redis.url(),
         ..Stack::fresh().await
@@ -262,7 +262,7 @@ fn flow(app: &Arc<TestApp>, flowing: &Arc<AtomicBool>) -> Vec<tokio::task::JoinH
 // It found a real race about once in seven runs while Redis added batches to
 // rebuilt counts: a rebuild landed between another replica's commit and its
 // mirror, and Redis stayed one batch short. Redis now holds copies of
-// PostgreSQL's totals that never add (tests/redis_repair.rs).
+// PostgreSQL's totals that never add (tests/exact_counts.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_starting_while_votes_flow_keep_redis_equal_to_postgres() {
     let stack = Stack::fresh().await;

@@ -7,7 +7,7 @@ use hyper::StatusCode;
 
 #[tokio::test]
 async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::up().await;
     let stack = Stack {
         redis_url: redis.url(),
         ..Stack::fresh().await
@@ -16,7 +16,7 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
     assert_eq!(app.vote("print", None).await.status, StatusCode::OK);
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 
-    redis.stop();
+    redis.stop().await;
     // Probes share one check for a second (docs/contract.md, connection budgets).
     assert!(
         eventually(WAIT, || async {
@@ -38,7 +38,7 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
     assert_eq!(app.total().await, 3);
 
     // A restarted Redis is empty: the app notices and rebuilds it from PostgreSQL.
-    redis.restart();
+    redis.restart().await;
     assert!(
         eventually(WAIT, || async {
             app.get("/ready").await.status == StatusCode::OK
@@ -51,7 +51,8 @@ async fn ready_follows_redis_and_votes_stay_durable_meanwhile() {
             redis_totals(&redis.url()).await == Some([2, 0, 1, 0, 0])
         })
         .await,
-        "Redis rebuilt from PostgreSQL"
+        "Redis rebuilt from PostgreSQL: {:?}",
+        redis_totals(&redis.url()).await
     );
     assert_eq!(app.vote("ai", None).await.status, StatusCode::OK);
     assert_eq!(app.total().await, 4);

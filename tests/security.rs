@@ -8,7 +8,6 @@ mod common;
 
 use std::process::Command;
 
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -17,17 +16,8 @@ use common::*;
 
 /// A POST with a JSON body and extra headers.
 async fn post_with(app: &TestApp, path: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut req = app
-        .request(Method::POST, path)
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    send(
-        req.body(Full::new(Bytes::from(body.to_owned())))
-            .expect("request"),
-    )
-    .await
+    app.post_with(path, "application/json", body.to_owned(), headers)
+        .await
 }
 
 #[tokio::test]
@@ -100,12 +90,14 @@ async fn cross_site_posts_are_refused_and_change_nothing() {
     }
     // The form a foreign page can post without CORS: text/plain, cross-site.
     let form = app
-        .request(Method::POST, "/vote")
-        .header("content-type", "text/plain")
-        .header("origin", "https://evil.example")
-        .body(Full::new(Bytes::from_static(b"{\"choice\":\"print\"}")))
-        .expect("request");
-    assert_eq!(send(form).await.status, StatusCode::FORBIDDEN);
+        .post_with(
+            "/vote",
+            "text/plain",
+            r#"{"choice":"print"}"#,
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::FORBIDDEN);
     assert_eq!(app.total().await, 1, "nothing counted, nothing reset");
     assert_eq!(vote_rows(&app.stack.database_url).await, 1);
 

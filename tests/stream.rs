@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use hyper::StatusCode;
+use vote_api::actors::broadcaster::FRAME_INTERVAL;
 
 #[tokio::test]
 async fn stream_pushes_an_update_after_a_vote() {
@@ -28,20 +29,31 @@ async fn stream_pushes_an_update_after_a_vote() {
 }
 
 #[tokio::test]
-async fn bursts_are_coalesced() {
+async fn bursts_are_coalesced_to_one_frame_per_frame_interval() {
     let app = TestApp::start().await;
     let mut sse = app.stream().await;
     sse.until_votes(WAIT, |_| true)
         .await
         .expect("initial frame");
+    let started = tokio::time::Instant::now();
+    let before = app.metric("sse_frames_total").await;
     for _ in 0..50 {
-        app.vote("print", None).await;
+        assert_eq!(app.vote("print", None).await.status, StatusCode::OK);
     }
     sse.until_votes(WAIT, |v| v["print"]["count"] == 50)
         .await
         .expect("final count arrives");
-    let sent = app.metric("sse_frames_total").await;
-    assert!(sent < 50.0, "50 votes produced {sent} frames");
+    let sent = app.metric("sse_frames_total").await - before;
+    let elapsed = started.elapsed();
+    // The first change goes out at once, each later frame FRAME_INTERVAL
+    // after the one before: a ceiling of 1/FRAME_INTERVAL frames a second,
+    // whatever the vote rate (50 votes, one frame each without it).
+    let ceiling = (elapsed.as_secs_f64() / FRAME_INTERVAL.as_secs_f64()).floor() + 1.0;
+    assert!(
+        sent <= ceiling,
+        "{sent} frames in {elapsed:?}: at most {ceiling} at one per {FRAME_INTERVAL:?}"
+    );
+    assert!(sent >= 1.0, "the counts went out");
     app.stop().await;
 }
 

@@ -148,3 +148,175 @@ async fn next_frame(mut s: State) -> Option<(Bytes, State)> {
     };
     Some((frame, s))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The cadence of one `/stream` body against a real broadcaster (its
+    //! Redis unreachable, so only this test's changes reach it), in paused
+    //! time: the keep-alive, the status refresh and the lag policy.
+
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::actors::broadcaster::{FRAME_BUFFER, FRAME_INTERVAL, STATUS_REFRESH, STATUS_TICK};
+    use crate::http::admission::{Admission, Budgets};
+    use crate::live::Live;
+    use crate::poll::{Counts, CountsView, Snapshot};
+
+    struct Screen {
+        body: Body,
+        view: CountsView,
+        metrics: Arc<Metrics>,
+        broadcaster: JoinHandle<()>,
+        stop_broadcaster: CancellationToken,
+    }
+
+    /// One stream body, subscribed to a broadcaster of its own.
+    fn screen() -> Screen {
+        let view = CountsView::new();
+        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
+        let metrics = Arc::new(Metrics::new());
+        let stop_broadcaster = CancellationToken::new();
+        let (_hidden_tx, hidden) = watch::channel(false);
+        let (handle, broadcaster) = BroadcasterHandle::spawn(
+            view.clone(),
+            live,
+            hidden,
+            "test".into(),
+            metrics.clone(),
+            stop_broadcaster.clone(),
+        );
+        let slot = Admission::new(Budgets {
+            streams: 1,
+            others: 1,
+        })
+        .stream(None)
+        .expect("a free slot");
+        let body = response(&handle, metrics.clone(), CancellationToken::new(), slot).into_body();
+        Screen {
+            body,
+            view,
+            metrics,
+            broadcaster,
+            stop_broadcaster,
+        }
+    }
+
+    /// The body's next chunk as text, within `limit` (of paused time).
+    async fn next_chunk(body: &mut Body, limit: Duration) -> Option<String> {
+        let frame = tokio::time::timeout(limit, body.frame()).await.ok()??;
+        let data = frame
+            .expect("infallible")
+            .into_data()
+            .expect("a data frame");
+        Some(String::from_utf8(data.to_vec()).expect("UTF-8"))
+    }
+
+    /// The `print` count of the `votes` event in `chunk`, if it has one.
+    fn print_count(chunk: &str) -> Option<u64> {
+        let data = chunk.strip_prefix("event: votes\ndata: ")?.lines().next()?;
+        let json: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        json["print"]["count"].as_u64()
+    }
+
+    fn snapshot(n: u64) -> Snapshot {
+        Snapshot {
+            counts: Counts([n, 0, 0, 0, 0]),
+            seq: n,
+            local: 0,
+        }
+    }
+
+    /// The retry hint, then the current counts and status, at once.
+    async fn opening(body: &mut Body) -> String {
+        let retry = next_chunk(body, Duration::ZERO).await.expect("retry first");
+        assert_eq!(retry.as_bytes(), RETRY_FRAME);
+        next_chunk(body, Duration::ZERO)
+            .await
+            .expect("the current frame")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_gets_a_keep_alive_comment_every_sse_keepalive() {
+        let mut s = screen();
+        let current = opening(&mut s.body).await;
+        assert_eq!(print_count(&current), Some(0));
+        let counted = next_chunk(&mut s.body, STATUS_TICK).await;
+        assert!(counted.is_some_and(|c| c.contains(r#""watching":1"#)));
+        // Nothing to broadcast any more: the stream is silent from here on.
+        s.stop_broadcaster.cancel();
+        s.broadcaster.await.expect("broadcaster stopped");
+        for _ in 0..2 {
+            let silent_since = Instant::now();
+            let chunk = next_chunk(&mut s.body, SSE_KEEPALIVE * 2)
+                .await
+                .expect("a keep-alive within twice the interval");
+            assert_eq!(chunk.as_bytes(), KEEPALIVE_FRAME);
+            assert_eq!(
+                silent_since.elapsed(),
+                SSE_KEEPALIVE,
+                "after exactly SSE_KEEPALIVE of silence"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_status_is_sent_every_status_refresh_and_no_keep_alive_is_needed() {
+        let mut s = screen();
+        opening(&mut s.body).await;
+        // The broadcaster's first tick sees this screen: `watching` 0 → 1.
+        let first = next_chunk(&mut s.body, STATUS_TICK)
+            .await
+            .expect("the status with this screen counted");
+        assert!(first.starts_with("event: status\n"), "{first}");
+        assert!(first.contains(r#""watching":1"#), "{first}");
+        // Two keep-alive intervals: the refreshed status fills every silence.
+        let start = Instant::now();
+        let mut last = start;
+        while start.elapsed() < SSE_KEEPALIVE * 2 {
+            let chunk = next_chunk(&mut s.body, STATUS_REFRESH + STATUS_TICK)
+                .await
+                .expect("a status within STATUS_REFRESH");
+            assert_eq!(chunk, first, "the same status, refreshed");
+            let gap = last.elapsed();
+            assert!(
+                gap >= STATUS_REFRESH && gap < STATUS_REFRESH + STATUS_TICK,
+                "a status {gap:?} after the one before"
+            );
+            last = Instant::now();
+        }
+        assert_eq!(s.metrics.sse_lagged.get(), 0);
+        s.stop_broadcaster.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_screen_that_lags_skips_to_the_newest_counts() {
+        let mut s = screen();
+        // More frames than the channel keeps, while this screen reads nothing.
+        let newest = FRAME_BUFFER as u64 + 4;
+        for n in 1..=newest {
+            s.view.offer(snapshot(n));
+            tokio::time::sleep(FRAME_INTERVAL).await;
+        }
+        assert!(s.metrics.sse_frames.get() > FRAME_BUFFER as u64);
+        let current = opening(&mut s.body).await;
+        assert_eq!(print_count(&current), Some(0), "as it was on connect");
+        // The backlog is skipped: the very next frame has the newest counts
+        // (and the current status), not the oldest frame still buffered.
+        let next = next_chunk(&mut s.body, Duration::ZERO)
+            .await
+            .expect("a frame");
+        assert_eq!(print_count(&next), Some(newest), "{next}");
+        assert!(next.contains("event: status\n"), "{next}");
+        assert_eq!(s.metrics.sse_lagged.get(), 1);
+        // Then the stream goes on with new frames only.
+        s.view.offer(snapshot(newest + 1));
+        let later = next_chunk(&mut s.body, FRAME_INTERVAL * 2)
+            .await
+            .expect("a new frame");
+        assert_eq!(print_count(&later), Some(newest + 1), "{later}");
+        s.stop_broadcaster.cancel();
+    }
+}

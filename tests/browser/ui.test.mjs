@@ -595,14 +595,14 @@ test("reveal: HIDE RESULTS on /admin turns the projector's bars into RESULTS HID
   await admin.page.getByRole("heading", { name: "Done" }).waitFor();
 
   // Live on the projector: the sign, the total, no bars.
-  await wall.page.locator("#results-hidden").waitFor({ state: "visible", timeout: 2000 });
+  await wall.page.locator("#results-hidden").waitFor({ state: "visible", timeout: WAIT });
   assert.equal(await wall.page.locator("#results").isHidden(), true);
   assert.match(await wall.page.locator("#results-hidden").textContent(), /Results hidden\s*—\s*keep voting/i);
   assert.equal(await wall.page.locator("#total").textContent(), "21");
   // A phone cannot peek.
   assert.deepEqual((await api("/votes")).json, { hidden: true, total: 21 });
   assert.equal((await vote("ai")).status, 200);
-  await wall.page.locator("#total", { hasText: "22" }).waitFor({ timeout: 2000 });
+  await wall.page.locator("#total", { hasText: "22" }).waitFor({ timeout: WAIT });
   await wall.page.evaluate(() => document.fonts.ready);
   await wall.page.screenshot({ path: join(SHOTS, "results-hidden.png") });
   assert.deepEqual(await contrastFailures(wall.page, [".hidden-sign__tube", ".meter dd"]), [], "text contrast (WCAG AA)");
@@ -618,9 +618,9 @@ test("reveal: HIDE RESULTS on /admin turns the projector's bars into RESULTS HID
   answer = admin.page.waitForResponse((r) => r.url().includes("/admin/results"));
   await admin.page.getByRole("button", { name: "SHOW RESULTS" }).tap();
   assert.equal((await answer).status(), 200);
-  await wall.page.locator("#results").waitFor({ state: "visible", timeout: 2000 });
+  await wall.page.locator("#results").waitFor({ state: "visible", timeout: WAIT });
   assert.equal(await wall.page.locator("#results-hidden").isHidden(), true);
-  await wall.page.waitForFunction(() => document.querySelector('li[data-choice="ai"]').dataset.count === "9", null, { timeout: 2000 });
+  await wall.page.waitForFunction(() => document.querySelector('li[data-choice="ai"]').dataset.count === "9", null, { timeout: WAIT });
 });
 
 test("timeline: the projector page draws accepted votes, the wall of refusals and a table, live, at 1920x1080 and 1280x720", async () => {
@@ -633,9 +633,9 @@ test("timeline: the projector page draws accepted votes, the wall of refusals an
   for (let i = 1; i <= 14; i++) await vote("ai", PARTNER);
   assert.equal((await vote("nope")).status, 400);
   // Live: no reload, the chart follows the stream.
-  await wall.page.locator("#tl-total-accepted", { hasText: "44" }).waitFor({ timeout: 6000 });
-  await wall.page.locator("#tl-total-referral_cache_exhausted", { hasText: "4" }).waitFor({ timeout: 6000 });
-  await wall.page.locator("#tl-total-invalid", { hasText: "1" }).waitFor({ timeout: 6000 });
+  await wall.page.locator("#tl-total-accepted", { hasText: "44" }).waitFor({ timeout: WAIT });
+  await wall.page.locator("#tl-total-referral_cache_exhausted", { hasText: "4" }).waitFor({ timeout: WAIT });
+  await wall.page.locator("#tl-total-invalid", { hasText: "1" }).waitFor({ timeout: WAIT });
   assert.ok((await wall.page.locator("rect.tl-accepted").count()) >= 1);
   assert.ok((await wall.page.locator("rect.tl-cache").count()) >= 1);
   assert.equal(await wall.page.locator(".tl-marker text").first().textContent(), "browser-test");
@@ -730,7 +730,7 @@ test("results page: a 503 on /stream (screen budget full) is waited out as Retry
     });
   });
   await page.goto("/results");
-  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: 20000 });
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
   const tries = attempts.filter((a) => a.method === "GET");
   assert.equal(tries.length, 3, `three tries: ${JSON.stringify(attempts)}`);
   assert.ok(attempts.some((a) => a.method === "HEAD"), "the page asked HEAD /stream why");
@@ -744,7 +744,7 @@ test("results page: a 503 on /stream (screen budget full) is waited out as Retry
   await page.waitForFunction(
     (n) => document.querySelector('li[data-choice="ai"]').dataset.count === String(n),
     before + 1,
-    { timeout: 5000 },
+    { timeout: WAIT },
   );
 });
 

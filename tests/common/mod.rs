@@ -1,12 +1,19 @@
 //! Test harness: starts the real application in-process on 127.0.0.1:0
 //! against the real PostgreSQL and Redis that `scripts/test` started (a
 //! fresh database and a fresh Redis logical database per test), plus a small
-//! HTTP client and helpers to await conditions under a timeout.
+//! HTTP client and helpers to await conditions under a timeout. Servers the
+//! tests start as processes (the binary, redis-server) get their ports from
+//! `free_port`, below the ephemeral range, and are killed when their guard
+//! drops, also when the test panics first.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -23,6 +30,48 @@ use vote_api::config::Config;
 
 /// Upper bound for any awaited condition in tests.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The five choices, in the order of `/votes`.
+pub const CHOICES: [&str; 5] = ["print", "stare", "ai", "revert", "restart"];
+
+/// The real binary, for tests that need its own process.
+pub const BIN: &str = env!("CARGO_BIN_EXE_vote-api");
+
+/// Lowest port handed out, as in scripts/lib/stack.sh (`PORT_FLOOR`).
+const PORT_FLOOR: u16 = 10_000;
+
+/// A TCP port for a server the test starts, picked like scripts/lib/stack.sh's
+/// `free_port`: at random from [10000, the start of the kernel's ephemeral
+/// range), since every client socket takes its local port from that range
+/// and a port there may be taken again before the server binds it; checked
+/// free by binding it, never handed out twice in this process. The server
+/// may still lose it to another process: starters retry on a new port.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        low >= PORT_FLOOR + 1000,
+        "the ephemeral range starts at {low}: no room for servers between {PORT_FLOOR} and it"
+    );
+    let random = RandomState::new();
+    for attempt in 0u64..200 {
+        let port = PORT_FLOOR + (random.hash_one(attempt) % u64::from(low - PORT_FLOOR)) as u16;
+        let mut given = GIVEN.lock().expect("not poisoned");
+        let given = given.get_or_insert_with(HashSet::new);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port found between {PORT_FLOOR} and {low}");
+}
+
+/// How many times a starter tries a new port after losing one to another
+/// process (scripts/lib/stack.sh's `PORT_ATTEMPTS`).
+pub const PORT_ATTEMPTS: usize = 5;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -123,6 +172,153 @@ pub async fn vote_rows(database_url: &str) -> i64 {
         .get(0)
 }
 
+/// A child process, killed and reaped when the guard drops: a test that
+/// panics leaves no server behind.
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        ChildGuard(Some(command.spawn().expect("spawn a child process")))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Its exit status if it exits within `limit`, without blocking the
+    /// runtime meanwhile; None if it still runs then.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.0.as_mut()?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `sig` (e.g. "STOP", "CONT", "TERM").
+    pub fn signal(&self, sig: &str) {
+        signal(self.id(), sig);
+    }
+
+    /// Kills and reaps it (already exited is fine), off the runtime.
+    pub async fn kill(&mut self) {
+        if let Some(child) = self.0.take() {
+            tokio::task::spawn_blocking(move || kill_and_reap(child))
+                .await
+                .expect("join");
+        }
+    }
+}
+
+fn kill_and_reap(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            kill_and_reap(child);
+        }
+    }
+}
+
+/// The `vote-api` binary serving a stack in its own process, on a port from
+/// `free_port`, its stdout and stderr in a log file.
+pub struct Served {
+    pub port: u16,
+    pub child: ChildGuard,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts `vote-api` (its `serve` command) on `stack` with the extra
+    /// environment `env`, and waits until it logs that it listens. A port
+    /// taken by another process meanwhile: it starts again on a new one.
+    pub async fn start(stack: &Stack, env: &[(&str, &str)]) -> Served {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let log = std::env::temp_dir().join(format!(
+                "vote-api-test-{}-{}.log",
+                std::process::id(),
+                STARTED.fetch_add(1, Ordering::Relaxed)
+            ));
+            let out = std::fs::File::create(&log).expect("log file");
+            let mut served = Served {
+                port,
+                child: ChildGuard::spawn(
+                    Command::new(BIN)
+                        .env("DATABASE_URL", &stack.database_url)
+                        .env("REDIS_URL", &stack.redis_url)
+                        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+                        .envs(env.iter().copied())
+                        .stdout(out.try_clone().expect("log file"))
+                        .stderr(out),
+                ),
+                log,
+            };
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                if served.log().contains("vote-api listening") {
+                    return served;
+                }
+                if let Some(status) = served.child.exit_within(Duration::ZERO).await {
+                    let text = served.log();
+                    assert!(
+                        text.to_lowercase().contains("address already in use"),
+                        "vote-api exited ({status}) before listening: {text}"
+                    );
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "vote-api did not listen within {WAIT:?}: {}",
+                    served.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("vote-api lost its port to another process {PORT_ATTEMPTS} times");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything it wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        send(
+            Request::builder()
+                .method(Method::GET)
+                .uri(self.url(path))
+                .body(Full::default())
+                .expect("request"),
+        )
+        .await
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 /// A running instance of the real application.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -173,12 +369,25 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, content_type: &str, body: impl Into<Bytes>) -> Resp {
-        let req = self
+        self.post_with(path, content_type, body, &[]).await
+    }
+
+    /// A POST with extra headers; a name may repeat, and a value is taken as
+    /// raw bytes (non-ASCII included, for the tests of bad headers).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
             .request(Method::POST, path)
-            .header("content-type", content_type)
-            .body(Full::new(body.into()))
-            .expect("request");
-        send(req).await
+            .header("content-type", content_type);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_bytes());
+        }
+        send(req.body(Full::new(body.into())).expect("request")).await
     }
 
     pub async fn post_json(&self, path: &str, value: serde_json::Value) -> Resp {
@@ -355,9 +564,11 @@ impl Sse {
         .flatten()
     }
 
-    /// Reads `votes` events until one satisfies `pred`, within `limit`.
-    pub async fn until_votes(
+    /// Reads events until a `name` event whose JSON data satisfies `pred`,
+    /// within `limit`; that data.
+    pub async fn until_event(
         &mut self,
+        name: &str,
         limit: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> Option<serde_json::Value> {
@@ -365,13 +576,31 @@ impl Sse {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let event = self.next_event(left).await?;
-            if event.name == "votes" {
+            if event.name == name {
                 let value: serde_json::Value = serde_json::from_str(&event.data).ok()?;
                 if pred(&value) {
                     return Some(value);
                 }
             }
         }
+    }
+
+    /// Reads `votes` events until one satisfies `pred`, within `limit`.
+    pub async fn until_votes(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        self.until_event("votes", limit, pred).await
+    }
+
+    /// Reads `status` events until one satisfies `pred`, within `limit`.
+    pub async fn until_status(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        self.until_event("status", limit, pred).await
     }
 }
 
@@ -401,56 +630,71 @@ where
     }
 }
 
-/// A private redis-server for tests that stop or empty Redis.
+/// A private redis-server for tests that stop or empty Redis, on a port
+/// from `free_port`.
 pub struct OwnRedis {
     pub port: u16,
-    child: Option<Child>,
+    child: Option<ChildGuard>,
 }
 
 impl OwnRedis {
-    pub fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = OwnRedis { port, child: None };
-        redis.restart();
-        redis
+    /// Starts it; a port lost to another process meanwhile: a new one.
+    pub async fn up() -> OwnRedis {
+        for _ in 0..PORT_ATTEMPTS {
+            let mut redis = OwnRedis {
+                port: free_port(),
+                child: None,
+            };
+            if redis.launch().await {
+                return redis;
+            }
+        }
+        panic!("redis-server lost its port to another process {PORT_ATTEMPTS} times");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+    /// Starts redis-server again on the same port (stopped, it forgot all).
+    pub async fn restart(&mut self) {
+        assert!(self.launch().await, "port {} taken meanwhile", self.port);
+    }
+
+    /// Starts redis-server on `self.port` and waits until it accepts
+    /// connections; false when it exited first (the port was taken).
+    async fn launch(&mut self) -> bool {
+        let mut child = ChildGuard::spawn(
+            Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null()),
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if child.exit_within(Duration::ZERO).await.is_some() {
+                return false;
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                self.child = Some(child);
+                return true;
+            }
             assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start within {WAIT:?}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    pub fn stop(&mut self) {
+    /// Kills it (SIGKILL: no save, no goodbye), off the runtime.
+    pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill().await;
         }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -466,11 +710,11 @@ pub fn signal(pid: u32, sig: &str) {
 impl OwnRedis {
     /// Freezes redis-server (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
-        signal(self.child.as_ref().expect("running").id(), "STOP");
+        self.child.as_ref().expect("running").signal("STOP");
     }
 
     pub fn resume(&self) {
-        signal(self.child.as_ref().expect("running").id(), "CONT");
+        self.child.as_ref().expect("running").signal("CONT");
     }
 }
 
@@ -572,10 +816,13 @@ impl Drop for OwnPostgres {
 }
 
 /// The live counts Redis holds (the sum of its copies of PostgreSQL's
-/// totals), in poll order; `None` when Redis holds none (new or emptied).
+/// totals), in poll order; `None` when Redis holds none (new or emptied) or
+/// does not answer in time.
 pub async fn redis_totals(url: &str) -> Option<[u64; 5]> {
     let live = vote_api::live::Live::connect(url, "test".into()).expect("valid Redis URL");
-    live.read().await.expect("read Redis").map(|s| s.counts.0)
+    // A Redis that does not answer (restarting) holds no totals the test can see.
+    let read = tokio::time::timeout(WAIT, live.read()).await.ok()?.ok()?;
+    read.map(|s| s.counts.0)
 }
 
 /// Votes stored per choice in PostgreSQL, in poll order: what every live
