@@ -5,11 +5,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::brand::Conference;
+use crate::poll::{MAX_POLL_BYTES, Poll};
 
 /// A variable that could not be parsed; the message names it.
 #[derive(Debug, Error)]
@@ -54,6 +56,8 @@ pub struct Config {
     /// `DB_VOLUME_SIZE`: bytes of PostgreSQL's volume, exported for the
     /// disk-filling alert (the chart sets it from `storage.size`).
     pub db_volume_bytes: Option<u64>,
+    /// The question and choices: `POLL`, else `POLL_FILE`, else the seed's.
+    pub poll: Arc<Poll>,
 }
 
 /// The shortest `ADMIN_TOKEN` that starts (the chart's schema asks the same).
@@ -250,6 +254,7 @@ impl Config {
         };
         let max_streams = limit("MAX_STREAMS")?;
         let max_connections = limit("MAX_CONNECTIONS")?;
+        let poll = Arc::new(poll(optional("POLL"), optional("POLL_FILE"))?);
 
         Ok(Config {
             database_url,
@@ -268,6 +273,7 @@ impl Config {
             max_streams,
             max_connections,
             db_volume_bytes,
+            poll,
         })
     }
 }
@@ -290,6 +296,35 @@ fn parse_quantity(size: &str) -> Option<u64> {
         .unwrap_or((size, 1));
     let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
     n.checked_mul(unit)
+}
+
+/// The active poll. `POLL` (a poll file's content) wins over `POLL_FILE`:
+/// under mirrord the pod's `POLL_FILE` path does not exist locally, while
+/// `POLL` travels with the other variables.
+fn poll(content: Option<String>, file: Option<String>) -> Result<Poll, ConfigError> {
+    if let Some(text) = content {
+        let size = format!("{} bytes", text.len());
+        return Poll::parse(&text).map_err(|e| invalid("POLL", &size, e));
+    }
+    let Some(path) = file else {
+        return Ok(Poll::seed());
+    };
+    let text = read_limited(&path, MAX_POLL_BYTES).map_err(|e| invalid("POLL_FILE", &path, e))?;
+    Poll::parse(&text).map_err(|e| invalid("POLL_FILE", &path, e))
+}
+
+/// The file at `path` as UTF-8, refused past `limit` bytes without reading further.
+fn read_limited(path: &str, limit: usize) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())
 }
 
 fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError {

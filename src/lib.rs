@@ -32,6 +32,9 @@ use poll::CountsView;
 
 /// How long start-up waits for PostgreSQL before giving up.
 pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(30);
+/// How long start-up waits for the first totals read from PostgreSQL (the
+/// tally's first rebuild, milliseconds when healthy) before serving anyway.
+pub const STARTUP_COUNTS_WAIT: Duration = Duration::from_secs(2);
 /// How long actors may take to drain after the server stopped.
 pub const ACTOR_DRAIN: Duration = Duration::from_secs(2);
 
@@ -103,7 +106,7 @@ pub async fn prepare_db(config: &Config) -> Result<deadpool_postgres::Pool, Star
 /// Starts the service; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let pool = prepare_db(&config).await?;
-    let live = Live::connect(&config.redis_url, replica_name())?;
+    let live = Live::connect(&config.redis_url, replica_name())?.for_poll(config.poll.clone());
     let (listener, addr) = bind(config.bind_addr).await?;
     let operational = operational_listeners(&config).await?;
     let bound = |serves: http::Operational| {
@@ -119,6 +122,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     metrics.db_pool_size.set(config.db_pool_size as i64);
     metrics.set_version(&config.app_version);
     let view = CountsView::new();
+    let mut first_counts = view.subscribe();
     let own_pool =
         |size| db::pool(&config.database_url, size).map_err(|e| StartError::Pool(e.to_string()));
     let writer_pool = own_pool(db::WRITER_CONNECTIONS)?;
@@ -148,6 +152,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics.db_wal_max.clone(),
         shutdown.clone(),
     ));
+    // A new replica answers with the stored totals, not zeros: the tally
+    // rebuilds from PostgreSQL as it starts (with Redis down, it shows
+    // PostgreSQL's totals itself), so the view changes within milliseconds.
+    if tokio::time::timeout(STARTUP_COUNTS_WAIT, first_counts.changed())
+        .await
+        .is_err()
+    {
+        warn!("no totals from PostgreSQL yet, serving anyway");
+    }
     let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
     let budgets =
         http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());

@@ -9,7 +9,7 @@
 //! change is one Lua script, so the copies, the global sequence number and
 //! the announcement of the new sum move together in one round trip.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use thiserror::Error;
 
-use crate::poll::{Choice, Counts, Snapshot};
+use crate::poll::{Counts, MAX_CHOICES, Poll, Snapshot};
 use crate::totals::{Copies, ShardCopy};
 
 /// Hash of the newest copy per shard: `shard` -> `version key=n key=n …`.
@@ -27,7 +27,8 @@ pub const COPIES_KEY: &str = "vote-api:copies";
 pub const EPOCH_KEY: &str = "vote-api:epoch";
 /// Global change sequence, which orders every replica's snapshots.
 pub const SEQ_KEY: &str = "vote-api:seq";
-/// Pub/sub channel announcing every change as `origin seq c1 c2 c3 c4 c5`.
+/// Pub/sub channel announcing every change as `origin seq c1 … cn`, one
+/// count per choice of the poll, in its order.
 /// Pub/sub ignores logical databases, so the database number is appended:
 /// deployments sharing one Redis on different databases stay apart.
 pub const CHANNEL_PREFIX: &str = "vote-api:changes:";
@@ -36,7 +37,7 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest replica name accepted in an announcement (ours: host name and PID).
 pub const MAX_ORIGIN_BYTES: usize = 128;
 /// Largest count accepted in an announcement: far beyond any audience, far
-/// below an overflow when five of them are summed.
+/// below an overflow when eight of them are summed.
 pub const MAX_ANNOUNCED_COUNT: u64 = 1 << 40;
 /// How far an announced sequence may run ahead of the newest one this replica
 /// knows before it is checked against Redis's own sequence.
@@ -113,6 +114,8 @@ pub struct Live {
     conn: ConnectionManager,
     channel: String,
     origin: String,
+    /// Whose keys the sums are taken for; announcements carry its counts.
+    poll: Arc<Poll>,
 }
 
 impl Live {
@@ -135,7 +138,19 @@ impl Live {
             conn,
             channel,
             origin,
+            poll: Arc::new(Poll::seed()),
         })
+    }
+
+    /// The same connection, summing and announcing `poll`'s choices (the
+    /// seed's until this is called).
+    pub fn for_poll(self, poll: Arc<Poll>) -> Self {
+        Live { poll, ..self }
+    }
+
+    /// The poll whose choices this handle sums and announces.
+    pub fn poll(&self) -> &Arc<Poll> {
+        &self.poll
     }
 
     /// This replica's name in pub/sub messages (also names its timeline process).
@@ -189,9 +204,9 @@ impl Live {
             .arg(&self.origin)
             .arg(newest_seq)
             .arg(if rebuild { "1" } else { "0" })
-            .arg(Choice::ALL.len());
-        for choice in Choice::ALL {
-            call.arg(choice.key());
+            .arg(self.poll.len());
+        for choice in self.poll.choices() {
+            call.arg(self.poll.key(choice));
         }
         for copy in copies {
             call.arg(copy.shard).arg(copy.epoch).arg(copy.encode());
@@ -202,11 +217,12 @@ impl Live {
             return Ok(None);
         }
         let out: Vec<u64> = redis::from_redis_value(out).map_err(|_| LiveError::Malformed)?;
-        let [c0, c1, c2, c3, c4, seq] = out[..] else {
+        let Some((&seq, sums)) = out.split_last() else {
             return Err(LiveError::Malformed);
         };
+        let counts = counts_of(sums, self.poll.len()).ok_or(LiveError::Malformed)?;
         Ok(Some(Snapshot {
-            counts: Counts([c0, c1, c2, c3, c4]),
+            counts,
             seq,
             local: 0,
         }))
@@ -230,7 +246,7 @@ impl Live {
             held.offer(ShardCopy::decode(shard, epoch, &text).ok_or(LiveError::Malformed)?);
         }
         Ok(Some(Snapshot {
-            counts: held.sum(),
+            counts: held.sum(&self.poll),
             seq: seq.unwrap_or(0),
             local: 0,
         }))
@@ -257,9 +273,10 @@ impl Live {
             .await
             .map_err(|_| LiveError::Timeout)??;
         bounded(async { Ok(pubsub.subscribe(&self.channel).await?) }).await?;
+        let choices = self.poll.len();
         Ok(pubsub
             .into_on_message()
-            .map(|msg| Announcement::parse(msg.get_payload_bytes())))
+            .map(move |msg| Announcement::parse(msg.get_payload_bytes(), choices)))
     }
 
     /// Whether `announced` may move the counts: newer than what this replica
@@ -285,7 +302,8 @@ impl Live {
 /// Why an announcement was ignored (the label of `pubsub_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
-    /// Not `origin seq c1 c2 c3 c4 c5` with bounded, non-negative numbers.
+    /// Not `origin seq c1 … cn` (one count per choice of this replica's
+    /// poll) with bounded, non-negative numbers.
     Malformed,
     /// A sequence Redis never issued.
     SeqOutOfBounds,
@@ -310,13 +328,14 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// Parses `origin seq c1 c2 c3 c4 c5` strictly: a short visible origin,
+    /// Parses `origin seq c1 … cn` strictly: a short visible origin, exactly
+    /// `choices` counts (a replica still on another poll is refused),
     /// decimal digits only (no sign), counts within `MAX_ANNOUNCED_COUNT`.
-    pub fn parse(payload: &[u8]) -> Result<Self, Rejected> {
-        Self::parse_parts(payload).ok_or(Rejected::Malformed)
+    pub fn parse(payload: &[u8], choices: usize) -> Result<Self, Rejected> {
+        Self::parse_parts(payload, choices).ok_or(Rejected::Malformed)
     }
 
-    fn parse_parts(payload: &[u8]) -> Option<Self> {
+    fn parse_parts(payload: &[u8], choices: usize) -> Option<Self> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut parts = text.split(' ');
         let origin = parts.next()?;
@@ -325,30 +344,28 @@ impl Announcement {
         if !origin_ok {
             return None;
         }
-        let mut numbers = [0u64; 6];
-        for slot in &mut numbers {
-            let part = parts.next()?;
+        let mut numbers = [0u64; MAX_CHOICES + 1];
+        let mut n = 0;
+        for part in parts {
             // u64::from_str accepts a leading '+'; only plain digits are ours.
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            if n > choices
+                || n == numbers.len()
+                || part.is_empty()
+                || !part.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
-            *slot = part.parse().ok()?;
+            numbers[n] = part.parse().ok()?;
+            n += 1;
         }
-        if parts.next().is_some() {
-            return None;
-        }
-        let [seq, c0, c1, c2, c3, c4] = numbers;
-        if seq == 0
-            || [c0, c1, c2, c3, c4]
-                .iter()
-                .any(|&c| c > MAX_ANNOUNCED_COUNT)
-        {
+        let (&seq, sums) = numbers[..n].split_first()?;
+        if seq == 0 || sums.iter().any(|&c| c > MAX_ANNOUNCED_COUNT) {
             return None;
         }
         Some(Announcement {
             origin: origin.to_owned(),
             snapshot: Snapshot {
-                counts: Counts([c0, c1, c2, c3, c4]),
+                counts: counts_of(sums, choices)?,
                 seq,
                 local: 0,
             },
@@ -400,6 +417,16 @@ impl Live {
     }
 }
 
+/// Counts from exactly `choices` sums in poll order.
+fn counts_of(sums: &[u64], choices: usize) -> Option<Counts> {
+    if sums.len() != choices || choices > MAX_CHOICES {
+        return None;
+    }
+    let mut counts = Counts::default();
+    counts.0[..choices].copy_from_slice(sums);
+    Some(counts)
+}
+
 async fn bounded<T>(fut: impl Future<Output = Result<T, LiveError>>) -> Result<T, LiveError> {
     tokio::time::timeout(REDIS_TIMEOUT, fut)
         .await
@@ -412,10 +439,25 @@ mod tests {
 
     #[test]
     fn announcements_parse_strictly() {
-        let a = Announcement::parse(b"pod-a 7 1 2 3 4 5").expect("valid");
+        let a = Announcement::parse(b"pod-a 7 1 2 3 4 5", 5).expect("valid");
         assert_eq!(a.origin, "pod-a");
         assert_eq!(a.snapshot.seq, 7);
-        assert_eq!(a.snapshot.counts, Counts([1, 2, 3, 4, 5]));
+        assert_eq!(a.snapshot.counts, Counts([1, 2, 3, 4, 5, 0, 0, 0]));
+        let two = Announcement::parse(b"pod-a 8 4 9", 2).expect("a two-choice poll");
+        assert_eq!(two.snapshot.counts, Counts([4, 9, 0, 0, 0, 0, 0, 0]));
+        let eight = Announcement::parse(b"pod-a 9 1 2 3 4 5 6 7 8", 8).expect("eight choices");
+        assert_eq!(eight.snapshot.counts, Counts([1, 2, 3, 4, 5, 6, 7, 8]));
+        // A replica on another poll (a rollout) announces another number of counts.
+        for (other, choices) in [
+            (&b"pod-a 7 1 2 3 4 5"[..], 2),
+            (b"pod-a 8 4 9", 5),
+            (b"pod-a 9 1 2 3 4 5 6 7 8 9", 8),
+        ] {
+            assert_eq!(
+                Announcement::parse(other, choices),
+                Err(Rejected::Malformed)
+            );
+        }
         let long_origin = format!("{} 7 1 2 3 4 5", "a".repeat(MAX_ORIGIN_BYTES + 1));
         let too_big = format!("pod-a 7 {} 0 0 0 0", MAX_ANNOUNCED_COUNT + 1);
         for bad in [
@@ -433,7 +475,7 @@ mod tests {
             &[0xff, 0xfe],
         ] {
             assert_eq!(
-                Announcement::parse(bad),
+                Announcement::parse(bad, 5),
                 Err(Rejected::Malformed),
                 "{}",
                 String::from_utf8_lossy(bad)

@@ -1,106 +1,255 @@
-//! The poll itself: the five choices, a count snapshot and the shared view of
-//! the latest snapshot. VoteTally offers snapshots of its own batches and
-//! rebuilds, the ResultsBroadcaster offers other replicas' snapshots from
-//! Redis pub/sub, and readers (`/votes`, `/stream`) only ever see the newest
-//! one. Nothing replaces the view unconditionally: a rebuild wins because its
-//! sequence is above every one seen before.
+//! The poll itself: the active question and its 2–8 choices (the seed's, or
+//! a poll file: docs/contract.md, your own poll), a count snapshot and the
+//! shared view of the latest snapshot. VoteTally offers snapshots of its own
+//! batches and rebuilds, the ResultsBroadcaster offers other replicas'
+//! snapshots from Redis pub/sub, and readers (`/votes`, `/stream`) only ever
+//! see the newest one. Nothing replaces the view unconditionally: a rebuild
+//! wins because its sequence is above every one seen before.
 
-use std::fmt;
-use std::str::FromStr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tokio::sync::watch;
 
-/// The question shown above the buttons.
-pub const QUESTION: &str = "What's your go-to debugging strategy?";
+/// Fewest choices a poll may have.
+pub const MIN_CHOICES: usize = 2;
+/// Most choices a poll may have; `Counts` holds this many.
+pub const MAX_CHOICES: usize = 8;
+/// Longest choice key (characters of `[a-z0-9-]`).
+pub const MAX_KEY_CHARS: usize = 32;
+/// Longest choice label, in characters.
+pub const MAX_LABEL_CHARS: usize = 120;
+/// Longest question, in characters.
+pub const MAX_QUESTION_CHARS: usize = 200;
+/// Largest poll file read: far above 8 full options, comments included.
+pub const MAX_POLL_BYTES: usize = 64 * 1024;
 
-/// One answer of the poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Choice {
-    Print,
-    Stare,
-    Ai,
-    Revert,
-    Restart,
-}
+/// The seed's question, shown when no poll file is given.
+const SEED_QUESTION: &str = "What's your go-to debugging strategy?";
+/// The seed's choices: (key, label) in display order.
+const SEED_CHOICES: [(&str, &str); 5] = [
+    ("print", "Add more print statements"),
+    ("stare", "Stare at the code until it confesses"),
+    ("ai", "Ask an AI to explain it"),
+    ("revert", "Revert and pretend it never happened"),
+    ("restart", "Turn it off and on again"),
+];
+
+/// One answer of the active poll: its position in the poll's order, which
+/// indexes `Counts`. Only `Poll` makes them, so a `Choice` is always one of
+/// the poll's; its key and label come from the poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Choice(u8);
 
 impl Choice {
-    /// All choices in display order.
-    pub const ALL: [Choice; 5] = [
-        Choice::Print,
-        Choice::Stare,
-        Choice::Ai,
-        Choice::Revert,
-        Choice::Restart,
-    ];
-
-    /// The key used in URLs, JSON, Redis and PostgreSQL.
-    pub fn key(self) -> &'static str {
-        match self {
-            Choice::Print => "print",
-            Choice::Stare => "stare",
-            Choice::Ai => "ai",
-            Choice::Revert => "revert",
-            Choice::Restart => "restart",
-        }
-    }
-
-    /// The human label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Choice::Print => "Add more print statements",
-            Choice::Stare => "Stare at the code until it confesses",
-            Choice::Ai => "Ask an AI to explain it",
-            Choice::Revert => "Revert and pretend it never happened",
-            Choice::Restart => "Turn it off and on again",
-        }
-    }
-
-    /// Position in `ALL`, used to index `Counts`.
+    /// Position in the poll, used to index `Counts`.
     pub fn index(self) -> usize {
-        self as usize
+        usize::from(self.0)
     }
 }
 
-impl fmt::Display for Choice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key())
-    }
-}
-
-impl Serialize for Choice {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.key())
-    }
-}
-
-/// An unknown choice key.
+/// One option of a poll: its key (URLs, JSON, Redis, PostgreSQL, metrics)
+/// and the label people read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownChoice;
+pub struct PollOption {
+    pub key: String,
+    pub label: String,
+}
 
-impl FromStr for Choice {
-    type Err = UnknownChoice;
+/// The active poll: a question and 2–8 options with distinct keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poll {
+    question: String,
+    options: Vec<PollOption>,
+}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Choice::ALL
-            .into_iter()
-            .find(|c| c.key() == s)
-            .ok_or(UnknownChoice)
+/// Why a poll file was refused: what is wrong, and where when known.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}{reason}", line.map(|n| format!("line {n}: ")).unwrap_or_default())]
+pub struct PollError {
+    /// 1-based line of the offending part of the file.
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+/// The file's shape; spans give the line of a bad value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollFile {
+    question: toml::Spanned<String>,
+    #[serde(default)]
+    option: Vec<toml::Spanned<OptionFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptionFile {
+    key: toml::Spanned<String>,
+    label: toml::Spanned<String>,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll::seed()
     }
 }
 
-/// Vote counts per choice, indexed by `Choice::index`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(from = "[u64; 5]")]
-pub struct Counts(pub [u64; 5]);
+impl Poll {
+    /// The seed's poll: what every surface shows without a poll file.
+    pub fn seed() -> Poll {
+        Poll {
+            question: SEED_QUESTION.to_owned(),
+            options: SEED_CHOICES
+                .iter()
+                .map(|(key, label)| PollOption {
+                    key: (*key).to_owned(),
+                    label: (*label).to_owned(),
+                })
+                .collect(),
+        }
+    }
 
-impl From<[u64; 5]> for Counts {
-    fn from(value: [u64; 5]) -> Self {
-        Counts(value)
+    /// Parses and checks a poll file (TOML): `question = "…"` and 2–8
+    /// `[[option]]` tables with `key` and `label`, nothing else.
+    pub fn parse(text: &str) -> Result<Poll, PollError> {
+        if text.len() > MAX_POLL_BYTES {
+            return Err(PollError {
+                line: None,
+                reason: format!("larger than {MAX_POLL_BYTES} bytes"),
+            });
+        }
+        let at = |span: Range<usize>| Some(line_of(text, span.start));
+        let file: PollFile = toml::from_str(text).map_err(|e| PollError {
+            line: e.span().and_then(at),
+            // One line: start-up errors are one line (main.rs).
+            reason: e.message().trim().replace('\n', "; "),
+        })?;
+        let fail = |span: Range<usize>, reason: String| PollError {
+            line: at(span),
+            reason,
+        };
+        let question = file.question.get_ref().trim();
+        if !(1..=MAX_QUESTION_CHARS).contains(&question.chars().count()) {
+            return Err(fail(
+                file.question.span(),
+                format!("question: expected 1–{MAX_QUESTION_CHARS} characters"),
+            ));
+        }
+        if !(MIN_CHOICES..=MAX_CHOICES).contains(&file.option.len()) {
+            return Err(PollError {
+                line: file.option.get(MAX_CHOICES).and_then(|o| at(o.span())),
+                reason: format!(
+                    "expected {MIN_CHOICES}–{MAX_CHOICES} [[option]] tables, found {}",
+                    file.option.len()
+                ),
+            });
+        }
+        let mut options: Vec<PollOption> = Vec::with_capacity(file.option.len());
+        for option in file.option {
+            let option = option.into_inner();
+            let key = option.key.get_ref();
+            if !valid_key(key) {
+                return Err(fail(
+                    option.key.span(),
+                    format!("key {key:?}: expected 1–{MAX_KEY_CHARS} characters of a-z, 0-9 and -"),
+                ));
+            }
+            if options.iter().any(|o| o.key == *key) {
+                return Err(fail(
+                    option.key.span(),
+                    format!("key {key:?} is used twice"),
+                ));
+            }
+            let label = option.label.get_ref().trim();
+            if !(1..=MAX_LABEL_CHARS).contains(&label.chars().count()) {
+                return Err(fail(
+                    option.label.span(),
+                    format!("key {key:?}: label expected 1–{MAX_LABEL_CHARS} characters"),
+                ));
+            }
+            options.push(PollOption {
+                key: key.clone(),
+                label: label.to_owned(),
+            });
+        }
+        Ok(Poll {
+            question: question.to_owned(),
+            options,
+        })
+    }
+
+    pub fn question(&self) -> &str {
+        &self.question
+    }
+
+    /// Every choice, in the poll's order.
+    pub fn choices(&self) -> impl Iterator<Item = Choice> + use<> {
+        // At most MAX_CHOICES, so every index fits in a u8.
+        (0..self.options.len() as u8).map(Choice)
+    }
+
+    /// How many choices the poll has.
+    pub fn len(&self) -> usize {
+        self.options.len()
+    }
+
+    /// Never true for a checked poll (at least `MIN_CHOICES`).
+    pub fn is_empty(&self) -> bool {
+        self.options.is_empty()
+    }
+
+    /// The choice with key `key`, if the poll has one.
+    pub fn choice(&self, key: &str) -> Option<Choice> {
+        self.choices().find(|&c| self.key(c) == key)
+    }
+
+    /// The key of `choice` (URLs, JSON, Redis, PostgreSQL, metric labels).
+    pub fn key(&self, choice: Choice) -> &str {
+        &self.options[choice.index()].key
+    }
+
+    /// The human label of `choice`.
+    pub fn label(&self, choice: Choice) -> &str {
+        &self.options[choice.index()].label
+    }
+
+    /// Every key in order, comma-separated (the invalid-choice answer).
+    pub fn key_list(&self) -> String {
+        let keys: Vec<&str> = self.options.iter().map(|o| o.key.as_str()).collect();
+        keys.join(", ")
+    }
+
+    /// `counts` as the `/votes` body: every choice in order, with its label.
+    pub fn show<'a>(&'a self, counts: &'a Counts) -> Shown<'a> {
+        Shown { poll: self, counts }
     }
 }
+
+/// 1–32 characters of `[a-z0-9-]`: safe in URLs, metric labels, Redis
+/// copies (`key=n`, space-separated) and the Lua pattern that reads them.
+fn valid_key(key: &str) -> bool {
+    (1..=MAX_KEY_CHARS).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Vote counts per choice, indexed by `Choice::index`; slots past the
+/// poll's choices stay zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts(pub [u64; MAX_CHOICES]);
 
 impl Counts {
     pub fn get(&self, choice: Choice) -> u64 {
@@ -116,28 +265,32 @@ impl Counts {
     }
 }
 
-/// Serialises as the `/votes` body: every choice, in order, with its label.
-impl Serialize for Counts {
+/// Serialises as the `/votes` body (see `Poll::show`).
+pub struct Shown<'a> {
+    poll: &'a Poll,
+    counts: &'a Counts,
+}
+
+impl Serialize for Shown<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
-        struct Entry {
+        struct Entry<'a> {
             count: u64,
-            label: &'static str,
+            label: &'a str,
         }
-        let mut map = serializer.serialize_map(Some(Choice::ALL.len()))?;
-        for choice in Choice::ALL {
+        let mut map = serializer.serialize_map(Some(self.poll.len()))?;
+        for choice in self.poll.choices() {
             map.serialize_entry(
-                choice.key(),
+                self.poll.key(choice),
                 &Entry {
-                    count: self.get(choice),
-                    label: choice.label(),
+                    count: self.counts.get(choice),
+                    label: self.poll.label(choice),
                 },
             )?;
         }
         map.end()
     }
 }
-
 /// Counts plus their position in the global order of changes.
 ///
 /// `seq` comes from Redis (`INCR` in the same transaction as the counts), so
@@ -204,32 +357,150 @@ impl CountsView {
 mod tests {
     use super::*;
 
+    const OWN: &str = r#"
+# A speaker's own poll.
+question = "Tabs or spaces?"
+
+[[option]]
+key = "tabs"
+label = "Tabs"
+
+[[option]]
+key = "spaces-4"
+label = "Four <spaces> & \"more\""
+"#;
+
     #[test]
-    fn choices_parse_and_index_in_order() {
-        for (i, choice) in Choice::ALL.into_iter().enumerate() {
+    fn the_seed_poll_is_unchanged() {
+        let poll = Poll::seed();
+        assert_eq!(poll.question(), "What's your go-to debugging strategy?");
+        assert_eq!(poll.key_list(), "print, stare, ai, revert, restart");
+        for (i, choice) in poll.choices().enumerate() {
             assert_eq!(choice.index(), i);
-            assert_eq!(choice.key().parse::<Choice>(), Ok(choice));
+            assert_eq!(poll.choice(poll.key(choice)), Some(choice));
         }
-        assert_eq!("PRINT".parse::<Choice>(), Err(UnknownChoice));
+        assert_eq!(poll.choice("PRINT"), None);
     }
 
     #[test]
-    fn counts_serialise_all_five_in_order() {
+    fn a_poll_file_gives_question_choices_in_file_order() {
+        let poll = Poll::parse(OWN).expect("valid");
+        assert_eq!(poll.question(), "Tabs or spaces?");
+        assert_eq!(poll.len(), 2);
+        let spaces = poll.choice("spaces-4").expect("a key of the file");
+        assert_eq!(spaces.index(), 1);
+        assert_eq!(poll.label(spaces), "Four <spaces> & \"more\"");
+        assert_eq!(poll.choice("print"), None, "the seed's keys are gone");
+    }
+
+    /// (file, line named, words in the reason): one row per kind of fault.
+    #[test]
+    fn a_bad_file_names_the_line_and_what_is_wrong() {
+        let options = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("[[option]]\nkey = \"k{i}\"\nlabel = \"L{i}\"\n"))
+                .collect()
+        };
+        let two = options(2);
+        let table: [(String, Option<usize>, &str); 11] = [
+            (
+                "question = \"Q\"\n[[option]]\nkey = \"Yes\"\nlabel = \"y\"\n".to_owned() + &two,
+                Some(3),
+                "key \"Yes\": expected 1–32 characters",
+            ),
+            (
+                format!(
+                    "question = \"Q\"\n{two}[[option]]\nkey = \"{}\"\nlabel = \"x\"\n",
+                    "a".repeat(33)
+                ),
+                Some(9),
+                "expected 1–32",
+            ),
+            (
+                format!("question = \"Q\"\n{two}[[option]]\nkey = \"k1\"\nlabel = \"again\"\n"),
+                Some(9),
+                "key \"k1\" is used twice",
+            ),
+            (
+                format!(
+                    "question = \"Q\"\n{two}[[option]]\nkey = \"long\"\nlabel = \"{}\"\n",
+                    "é".repeat(121)
+                ),
+                Some(10),
+                "key \"long\": label expected 1–120",
+            ),
+            (
+                format!("question = \"Q\"\n{two}[[option]]\nkey = \"blank\"\nlabel = \"  \"\n"),
+                Some(10),
+                "label expected",
+            ),
+            (
+                format!("question = \"Q\"\n{}", options(1)),
+                None,
+                "expected 2–8 [[option]] tables, found 1",
+            ),
+            (
+                format!("question = \"Q\"\n{}", options(9)),
+                Some(26),
+                "found 9",
+            ),
+            (
+                format!("question = \"\"\n{two}"),
+                Some(1),
+                "question: expected 1–200",
+            ),
+            (two.clone(), Some(1), "missing field `question`"),
+            (
+                format!("question = \"Q\"\ncolour = \"red\"\n{two}"),
+                Some(2),
+                "unknown field `colour`",
+            ),
+            (
+                format!("question = \"Q\"\n{two}[[option]]\nkey = \"x\"\nlabel = unquoted\n"),
+                Some(10),
+                "",
+            ),
+        ];
+        for (text, line, words) in table {
+            let err = Poll::parse(&text).expect_err(&text);
+            assert_eq!(err.line, line, "{err} in\n{text}");
+            assert!(err.to_string().contains(words), "{err} in\n{text}");
+        }
+        let huge = format!("question = \"Q\"\n{two}#{}", "x".repeat(MAX_POLL_BYTES));
+        assert!(
+            Poll::parse(&huge)
+                .expect_err("too large")
+                .to_string()
+                .contains("larger than")
+        );
+    }
+
+    #[test]
+    fn counts_serialise_every_choice_in_poll_order() {
+        let poll = Poll::seed();
         let mut counts = Counts::default();
-        counts.add(Choice::Ai, 3);
-        let json = serde_json::to_string(&counts).expect("serialises");
+        counts.add(poll.choice("ai").expect("seed key"), 3);
+        let json = serde_json::to_string(&poll.show(&counts)).expect("serialises");
         assert!(
             json.starts_with(r#"{"print":{"count":0,"label":"Add more print statements"},"stare""#)
         );
         assert!(json.contains(r#""ai":{"count":3,"label":"Ask an AI to explain it"}"#));
         assert!(json.ends_with(r#""restart":{"count":0,"label":"Turn it off and on again"}}"#));
+        let own = Poll::parse(OWN).expect("valid");
+        let json = serde_json::to_string(&own.show(&Counts([1, 2, 0, 0, 0, 0, 0, 0])))
+            .expect("serialises");
+        assert_eq!(
+            json,
+            r#"{"tabs":{"count":1,"label":"Tabs"},"spaces-4":{"count":2,"label":"Four <spaces> & \"more\""}}"#
+        );
     }
 
     #[test]
     fn view_keeps_only_newer_snapshots() {
+        let print = Poll::seed().choice("print").expect("seed key");
         let view = CountsView::new();
         let snap = |seq, local, n| Snapshot {
-            counts: Counts([n, 0, 0, 0, 0]),
+            counts: Counts([n, 0, 0, 0, 0, 0, 0, 0]),
             seq,
             local,
         };
@@ -237,7 +508,7 @@ mod tests {
         assert!(!view.offer(snap(4, 0, 4)), "older remote snapshot ignored");
         assert!(view.offer(snap(5, 1, 6)), "local offline change accepted");
         assert!(view.offer(snap(6, 0, 7)));
-        assert_eq!(view.current().counts.get(Choice::Print), 7);
+        assert_eq!(view.current().counts.get(print), 7);
         assert!(view.offer(snap(8, 0, 0)), "a rebuild wins by its sequence");
         assert_eq!(view.current().counts.total(), 0);
     }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::poll::{Choice, Counts};
+use crate::poll::{Counts, Poll};
 
 /// Shards of the totals. A process writes to one of them (picked at random
 /// when it starts), so replicas rarely queue on one hot row; the public
@@ -92,17 +92,18 @@ impl Copies {
 
     /// The public totals: the sum over shards, for the poll's choices
     /// (keys outside the poll stay in PostgreSQL and are not shown).
-    pub fn sum(&self) -> Counts {
-        sum(self.shards.values())
+    pub fn sum(&self, poll: &Poll) -> Counts {
+        sum(poll, self.shards.values())
     }
 }
 
 /// The sum of `copies` for the poll's choices.
-pub fn sum<'a>(copies: impl IntoIterator<Item = &'a ShardCopy>) -> Counts {
+pub fn sum<'a>(poll: &Poll, copies: impl IntoIterator<Item = &'a ShardCopy>) -> Counts {
     let mut counts = Counts::default();
     for copy in copies {
-        for choice in Choice::ALL {
-            counts.add(choice, copy.counts.get(choice.key()).copied().unwrap_or(0));
+        for choice in poll.choices() {
+            let n = copy.counts.get(poll.key(choice)).copied().unwrap_or(0);
+            counts.add(choice, n);
         }
     }
     counts
@@ -124,6 +125,8 @@ mod tests {
     /// (copy offered, taken?, print total after), starting from nothing.
     #[test]
     fn a_copy_replaces_an_older_one_and_never_adds() {
+        let poll = Poll::seed();
+        let print_key = poll.choice("print").expect("seed key");
         let mut copies = Copies::default();
         let table = [
             (copy(1, 5, 1, 3), true, 3),
@@ -138,9 +141,9 @@ mod tests {
         ];
         for (i, (offered, taken, print)) in table.into_iter().enumerate() {
             assert_eq!(copies.offer(offered), taken, "row {i}");
-            assert_eq!(copies.sum().get(Choice::Print), print, "row {i}");
+            assert_eq!(copies.sum(&poll).get(print_key), print, "row {i}");
             assert_eq!(
-                copies.sum().total(),
+                copies.sum(&poll).total(),
                 print,
                 "keys outside the poll are not shown"
             );

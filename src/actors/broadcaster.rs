@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::live::{Announcement, Live, Rejected};
 use crate::metrics::Metrics;
-use crate::poll::{Counts, CountsView, Snapshot};
+use crate::poll::{Counts, CountsView, Poll, Snapshot};
 
 /// Minimum gap between two votes frames: at most ~10 frames/s whatever the vote rate.
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(100);
@@ -52,6 +52,7 @@ pub struct BroadcasterHandle {
     view: CountsView,
     /// The reveal flag: while true, votes frames carry the total only.
     hidden: watch::Receiver<bool>,
+    poll: Arc<Poll>,
     metrics: Arc<Metrics>,
 }
 
@@ -75,7 +76,7 @@ impl BroadcasterHandle {
             updates: view.subscribe(),
             view: view.clone(),
             hidden: hidden.clone(),
-            live,
+            live: live.clone(),
             frames: frames.clone(),
             failures: failures_rx,
             window: FailureWindow::default(),
@@ -90,6 +91,7 @@ impl BroadcasterHandle {
             failures,
             view,
             hidden,
+            poll: live.poll().clone(),
             metrics,
         };
         (handle, tokio::spawn(actor.run()))
@@ -106,7 +108,7 @@ impl BroadcasterHandle {
     /// client that connects right after its own vote already sees it.
     pub fn latest(&self) -> Bytes {
         let hidden = *self.hidden.borrow();
-        let mut out = votes_frame(&self.view.current().counts, hidden).to_vec();
+        let mut out = votes_frame(&self.poll, &self.view.current().counts, hidden).to_vec();
         out.extend_from_slice(&self.status.borrow());
         Bytes::from(out)
     }
@@ -126,11 +128,11 @@ impl BroadcasterHandle {
 
 /// The SSE frame for `counts`: `event: votes` with the `/votes` JSON, or
 /// only the total while the results are hidden (docs/contract.md, the speaker's console).
-pub fn votes_frame(counts: &Counts, hidden: bool) -> Bytes {
+pub fn votes_frame(poll: &Poll, counts: &Counts, hidden: bool) -> Bytes {
     let json = if hidden {
         hidden_json(counts)
     } else {
-        serde_json::to_string(counts).expect("counts always serialise")
+        serde_json::to_string(&poll.show(counts)).expect("counts always serialise")
     };
     Bytes::from(format!("event: votes\ndata: {json}\n\n"))
 }
@@ -232,7 +234,7 @@ impl ResultsBroadcaster {
                 _ = tokio::time::sleep_until(next_votes), if votes_pending => {
                     let counts = self.updates.borrow_and_update().counts;
                     let hidden = *self.hidden.borrow_and_update();
-                    self.send(votes_frame(&counts, hidden));
+                    self.send(votes_frame(self.live.poll(), &counts, hidden));
                     self.metrics.sse_frames.inc();
                     votes_pending = false;
                     next_votes = Instant::now() + FRAME_INTERVAL;
@@ -337,7 +339,6 @@ async fn take(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poll::Choice;
 
     /// A broadcaster whose Redis is unreachable (nothing listens on port 1),
     /// so only this replica's changes reach it.
@@ -380,7 +381,7 @@ mod tests {
         let (handle, view, metrics, shutdown) = spawn_offline();
         let (_, mut frames) = handle.subscribe();
         let snap = |n| Snapshot {
-            counts: Counts([n, 0, 0, 0, 0]),
+            counts: Counts([n, 0, 0, 0, 0, 0, 0, 0]),
             seq: n,
             local: 0,
         };
@@ -401,7 +402,7 @@ mod tests {
             "the burst waited for the interval"
         );
         assert_eq!(metrics.sse_frames.get(), 2, "49 changes, one frame");
-        assert_eq!(view.current().counts.get(Choice::Print), 50);
+        assert_eq!(view.current().counts.0[0], 50);
         shutdown.cancel();
     }
 

@@ -56,6 +56,7 @@ impl Actors {
         shutdown: CancellationToken,
     ) -> (Actors, ActorTasks) {
         let process = process_name(live.origin());
+        let poll = live.poll().clone();
         let (recount_tx, recount_rx) = tally::recount_channel();
         let (reveal, v_task) = RevealHandle::spawn(live.clone(), pool.clone(), shutdown.clone());
         let (broadcaster, b_task) = BroadcasterHandle::spawn(
@@ -67,8 +68,13 @@ impl Actors {
             shutdown,
         );
         let (tally, t_task) = TallyHandle::spawn(live, view, recount_tx, metrics.clone());
-        let (writer, w_task) =
-            WriterHandle::spawn(writer_pool, tally.clone(), recount_rx, metrics.clone());
+        let (writer, w_task) = WriterHandle::spawn(
+            writer_pool,
+            tally.clone(),
+            recount_rx,
+            poll,
+            metrics.clone(),
+        );
         let (timeline, l_task) =
             TimelineHandle::spawn(pool.clone(), process, version, metrics.clone());
         let (referral, r_task) = ReferralHandle::spawn(pool, metrics);

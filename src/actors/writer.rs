@@ -26,7 +26,7 @@ use super::mailbox::{self, Unanswered};
 use super::tally::{Recount, TallyHandle};
 use crate::db::{self, DbError, MeteredPool as Pool};
 use crate::metrics::Metrics;
-use crate::poll::{Choice, Counts};
+use crate::poll::{Choice, Counts, Poll};
 use crate::totals::{self, ShardCopy};
 
 /// Mailbox size. Request path: callers wait up to `ENQUEUE_TIMEOUT` for room,
@@ -103,6 +103,7 @@ impl WriterHandle {
         pool: Pool,
         tally: TallyHandle,
         recounts: mpsc::Receiver<Recount>,
+        poll: Arc<Poll>,
         metrics: Arc<Metrics>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -112,6 +113,7 @@ impl WriterHandle {
             recounts,
             pool,
             tally,
+            poll,
             metrics,
             at: db::votes::Writer {
                 shard: (first_batch % i64::from(totals::SHARDS)) as i32,
@@ -190,6 +192,8 @@ struct PersistenceWriter {
     recounts: mpsc::Receiver<Recount>,
     pool: Pool,
     tally: TallyHandle,
+    /// Names the choices in PostgreSQL and in the `votes_total` labels.
+    poll: Arc<Poll>,
     metrics: Arc<Metrics>,
     /// This process's shard of the totals and first batch id.
     at: db::votes::Writer,
@@ -249,7 +253,7 @@ impl PersistenceWriter {
         let batch_id = self.next_batch_id;
         self.next_batch_id = self.next_batch_id.wrapping_add(1);
         let started = Instant::now();
-        let (rows, leaders) = batch_rows(votes);
+        let (rows, leaders) = batch_rows(&self.poll, votes);
         let result = self.store(batch_id, &rows).await;
         self.metrics
             .commit_seconds
@@ -278,7 +282,7 @@ impl PersistenceWriter {
         batch_id: i64,
         copy: Option<ShardCopy>,
     ) {
-        let outcomes = outcomes(votes, leaders, owners, batch_id);
+        let outcomes = outcomes(&self.poll, votes, leaders, owners, batch_id);
         let mut delta = Counts::default();
         for (pending, outcome) in votes.iter().zip(&outcomes) {
             match outcome {
@@ -287,12 +291,12 @@ impl PersistenceWriter {
                 Err(_) => {}
             }
         }
-        for choice in Choice::ALL {
+        for choice in self.poll.choices() {
             let n = delta.get(choice);
             if n > 0 {
                 self.metrics
                     .votes
-                    .with_label_values(&[choice.key()])
+                    .with_label_values(&[self.poll.key(choice)])
                     .inc_by(n);
             }
         }
@@ -499,14 +503,15 @@ where
 /// a keyed one was stored if it led its key in this batch and the key's
 /// stored vote is this batch's, replayed if the stored vote has its choice,
 /// and refused if it has another.
-fn outcomes(
-    votes: &[PendingVote],
+fn outcomes<'a>(
+    poll: &'a Poll,
+    votes: &'a [PendingVote],
     leaders: &[bool],
-    owners: &KeyOwners,
+    owners: &'a KeyOwners,
     batch_id: i64,
 ) -> Vec<Result<Recorded, WriteError>> {
-    // The stored choice of each key and whether this batch stored it.
-    let mut held: HashMap<&str, Option<(Choice, bool)>> = HashMap::new();
+    // The stored choice's key of each key and whether this batch stored it.
+    let mut held: HashMap<&str, Option<(&str, bool)>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(votes.len());
     for (pending, &leader) in votes.iter().zip(leaders) {
         let choice = pending.vote.choice;
@@ -516,10 +521,10 @@ fn outcomes(
         };
         let owner = if leader {
             let owner = match owners {
-                KeyOwners::AllNew => Some((choice, true)),
+                KeyOwners::AllNew => Some((poll.key(choice), true)),
                 KeyOwners::Found(found) => found
                     .get(key)
-                    .map(|v| (v.choice, v.batch_id == Some(batch_id))),
+                    .map(|v| (v.choice.as_str(), v.batch_id == Some(batch_id))),
                 KeyOwners::Unknown => None,
             };
             held.insert(key, owner);
@@ -529,7 +534,7 @@ fn outcomes(
         };
         outcomes.push(match owner {
             None => Err(WriteError::Unavailable),
-            Some((stored, _)) if stored != choice => Err(WriteError::KeyReused),
+            Some((stored, _)) if stored != poll.key(choice) => Err(WriteError::KeyReused),
             Some((_, ours)) if ours && leader => Ok(Recorded::Stored),
             Some(_) => Ok(Recorded::Replayed),
         });
@@ -540,7 +545,10 @@ fn outcomes(
 /// The batch as columns: unkeyed votes, and the first vote of each key
 /// (a "leader"; `true` in the returned flags). Later votes with a key
 /// already in the batch are answered from their leader's outcome.
-fn batch_rows(votes: &[PendingVote]) -> (db::votes::BatchRows<'_>, Vec<bool>) {
+fn batch_rows<'a>(
+    poll: &'a Poll,
+    votes: &'a [PendingVote],
+) -> (db::votes::BatchRows<'a>, Vec<bool>) {
     let mut rows = db::votes::BatchRows::default();
     let mut leaders = Vec::with_capacity(votes.len());
     let mut seen = HashSet::new();
@@ -549,7 +557,7 @@ fn batch_rows(votes: &[PendingVote]) -> (db::votes::BatchRows<'_>, Vec<bool>) {
         let vote = &pending.vote;
         let leader = match vote.key.as_deref() {
             None => {
-                rows.choices.push(vote.choice.key());
+                rows.choices.push(poll.key(vote.choice));
                 rows.referrals.push(vote.referral.as_deref());
                 true
             }
@@ -566,7 +574,7 @@ fn batch_rows(votes: &[PendingVote]) -> (db::votes::BatchRows<'_>, Vec<bool>) {
     keyed.sort_unstable_by_key(|(key, _)| *key);
     for (key, vote) in keyed {
         rows.keys.push(key);
-        rows.keyed_choices.push(vote.choice.key());
+        rows.keyed_choices.push(poll.key(vote.choice));
         rows.keyed_referrals.push(vote.referral.as_deref());
     }
     (rows, leaders)
@@ -585,6 +593,11 @@ fn batch_id_base() -> i64 {
 mod tests {
     use super::*;
 
+    /// A choice of the seed's poll.
+    fn c(key: &str) -> Choice {
+        Poll::seed().choice(key).expect("a seed key")
+    }
+
     fn pending(choice: Choice, key: Option<&str>) -> PendingVote {
         PendingVote {
             vote: NewVote {
@@ -599,14 +612,15 @@ mod tests {
     #[test]
     fn a_batch_sends_each_key_once_in_key_order() {
         let votes = [
-            pending(Choice::Ai, Some("b")),
-            pending(Choice::Print, None),
-            pending(Choice::Stare, Some("a")),
-            pending(Choice::Ai, Some("b")),
-            pending(Choice::Revert, Some("b")),
-            pending(Choice::Print, None),
+            pending(c("ai"), Some("b")),
+            pending(c("print"), None),
+            pending(c("stare"), Some("a")),
+            pending(c("ai"), Some("b")),
+            pending(c("revert"), Some("b")),
+            pending(c("print"), None),
         ];
-        let (rows, leaders) = batch_rows(&votes);
+        let poll = Poll::seed();
+        let (rows, leaders) = batch_rows(&poll, &votes);
         assert_eq!(rows.choices, ["print", "print"]);
         assert_eq!(
             rows.keys,
@@ -624,32 +638,33 @@ mod tests {
     #[test]
     fn outcomes_follow_the_stored_vote_of_each_key() {
         let votes = [
-            pending(Choice::Ai, None),
-            pending(Choice::Ai, Some("new")),
-            pending(Choice::Ai, Some("new")),
-            pending(Choice::Stare, Some("new")),
-            pending(Choice::Print, Some("old")),
-            pending(Choice::Revert, Some("old")),
-            pending(Choice::Print, Some("reset")),
+            pending(c("ai"), None),
+            pending(c("ai"), Some("new")),
+            pending(c("ai"), Some("new")),
+            pending(c("stare"), Some("new")),
+            pending(c("print"), Some("old")),
+            pending(c("revert"), Some("old")),
+            pending(c("print"), Some("reset")),
         ];
-        let (_, leaders) = batch_rows(&votes);
+        let poll = Poll::seed();
+        let (_, leaders) = batch_rows(&poll, &votes);
         let found = KeyOwners::Found(HashMap::from([
             (
                 "new".to_owned(),
                 db::votes::KeyedVote {
-                    choice: Choice::Ai,
+                    choice: "ai".to_owned(),
                     batch_id: Some(7),
                 },
             ),
             (
                 "old".to_owned(),
                 db::votes::KeyedVote {
-                    choice: Choice::Print,
+                    choice: "print".to_owned(),
                     batch_id: Some(3),
                 },
             ),
         ]));
-        let answers: Vec<String> = outcomes(&votes, &leaders, &found, 7)
+        let answers: Vec<String> = outcomes(&poll, &votes, &leaders, &found, 7)
             .iter()
             .map(|o| format!("{o:?}"))
             .collect();
@@ -665,7 +680,7 @@ mod tests {
                 "Err(Unavailable)",
             ]
         );
-        let unknown = outcomes(&votes, &leaders, &KeyOwners::Unknown, 7);
+        let unknown = outcomes(&poll, &votes, &leaders, &KeyOwners::Unknown, 7);
         assert!(
             matches!(unknown[0], Ok(Recorded::Stored)),
             "unkeyed votes are stored"

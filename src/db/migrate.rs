@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_app_schema",
         include_str!("../../db/migrations/0005_app_schema.sql"),
     ),
+    (
+        "0006_poll_keys",
+        include_str!("../../db/migrations/0006_poll_keys.sql"),
+    ),
 ];
 
 /// The app's schema first (0005 moves every table there; the chart's init

@@ -12,7 +12,6 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{DbError, MeteredPool};
-use crate::poll::Choice;
 use crate::totals::ShardCopy;
 
 /// How long a statement may keep running past its deadline while the server
@@ -251,9 +250,10 @@ pub async fn fence_batch(
 }
 
 /// The vote stored under an idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedVote {
-    pub choice: Choice,
+    /// The choice's key as stored (it may be outside the active poll).
+    pub choice: String,
     pub batch_id: Option<i64>,
 }
 
@@ -271,15 +271,11 @@ pub async fn keyed_votes(
     let rows = cancel_after(client, deadline, client.query(&stmt, &[&keys])).await?;
     let mut found = Vec::with_capacity(rows.len());
     for row in rows {
-        let choice: &str = row.try_get(1)?;
-        // The CHECK constraint keeps unknown keys out; skip rather than panic.
-        if let Ok(choice) = choice.parse() {
-            let vote = KeyedVote {
-                choice,
-                batch_id: row.try_get(2)?,
-            };
-            found.push((row.try_get(0)?, vote));
-        }
+        let vote = KeyedVote {
+            choice: row.try_get(1)?,
+            batch_id: row.try_get(2)?,
+        };
+        found.push((row.try_get(0)?, vote));
     }
     Ok(found)
 }

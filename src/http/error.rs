@@ -11,8 +11,9 @@ use crate::actors::writer::WriteError;
 /// An error answered to the client.
 #[derive(Debug, Error)]
 pub enum ApiError {
-    #[error("Invalid choice. Must be one of: print, stare, ai, revert, restart")]
-    InvalidChoice,
+    /// The active poll's keys, comma-separated (`Poll::key_list`).
+    #[error("Invalid choice. Must be one of: {0}")]
+    InvalidChoice(String),
     #[error("Invalid referral code")]
     InvalidReferral,
     #[error("Referral code too long (at most {0} characters)")]
@@ -62,7 +63,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidChoice
+            ApiError::InvalidChoice(_)
             | ApiError::InvalidReferral
             | ApiError::ReferralTooLong(_)
             | ApiError::Malformed(_)

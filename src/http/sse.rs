@@ -223,7 +223,7 @@ mod tests {
 
     fn snapshot(n: u64) -> Snapshot {
         Snapshot {
-            counts: Counts([n, 0, 0, 0, 0]),
+            counts: Counts([n, 0, 0, 0, 0, 0, 0, 0]),
             seq: n,
             local: 0,
         }

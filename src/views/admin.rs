@@ -48,6 +48,7 @@ pub fn admin(view: &Admin) -> Markup {
                 @match view.step {
                     Step::Start => {
                         (reveal_form(view))
+                        (active_poll(page))
                         (console_links(view))
                         p { "Between talks, reset the session: every vote is deleted from PostgreSQL and Redis; referral partners stay." }
                         form method="get" action="/admin" {
@@ -105,6 +106,23 @@ fn reveal_form(view: &Admin) -> Markup {
             }
             p class="actions" {
                 button type="submit" class="btn" { (label) }
+            }
+        }
+    }
+}
+
+/// The poll every replica serves (`POLL_FILE` or `POLL`, else the seed's),
+/// so the speaker can check it before the talk.
+fn active_poll(page: &Page) -> Markup {
+    let poll = &page.poll;
+    html! {
+        section id="active-poll" aria-labelledby="active-poll-title" {
+            h2 id="active-poll-title" { "Active poll" }
+            p id="active-question" { (poll.question()) }
+            ol class="poll-keys" {
+                @for choice in poll.choices() {
+                    li { code { (poll.key(choice)) } " " (poll.label(choice)) }
+                }
             }
         }
     }
@@ -207,6 +225,10 @@ mod tests {
         view.step = Step::Start;
         let start = admin(&view).into_string();
         assert!(start.contains("RESET SESSION"));
+        assert!(
+            start.contains("<li><code>print</code> Add more print statements</li>"),
+            "the active poll is shown"
+        );
         assert!(
             !start.contains("/admin/reset"),
             "no reset without the confirmation step"

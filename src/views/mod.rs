@@ -12,7 +12,10 @@ pub mod sign;
 pub mod timeline;
 pub mod vote;
 
+use std::sync::Arc;
+
 use crate::brand::Conference;
+use crate::poll::Poll;
 
 /// The seeded partner code printed in the projector's second QR code.
 pub const PARTNER_REFERRAL: &str = "conf-partner-2026";
@@ -24,6 +27,8 @@ pub struct Page {
     pub conference: Option<Conference>,
     /// `?referral=` of the page URL, carried through the vote.
     pub referral: Option<String>,
+    /// The active poll (the seed's by default).
+    pub poll: Arc<Poll>,
 }
 
 impl Page {

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 
 use super::layout::{self, Chrome};
 use super::{Page, qr};
-use crate::poll::{Choice, Counts, QUESTION};
+use crate::poll::Counts;
 
 /// What the results page shows before the stream's first frame.
 pub struct Results<'a> {
@@ -70,17 +70,17 @@ pub fn results(view: &Results) -> Markup {
             }
             div class="board" {
                 section class="poll" aria-labelledby="question" {
-                    h1 id="question" class="poll__question" { (QUESTION) }
+                    h1 id="question" class="poll__question" { (view.page.poll.question()) }
                     section id="results-hidden" class="hidden-sign" hidden[!view.hidden] aria-labelledby="hidden-title" {
                         h2 id="hidden-title" class="hidden-sign__tube" {
                             span { "Results hidden" } " " span class="hidden-sign__dash" { "—" } " " span { "keep voting" }
                         }
                     }
                     ol id="results" class="bars" hidden[view.hidden] {
-                        @for choice in Choice::ALL {
+                        @for choice in view.page.poll.choices() {
                             @let n = shown.get(choice);
-                            li class="bar" data-choice=(choice.key()) data-count=(n) {
-                                span class="bar__label" { (choice.label()) }
+                            li class="bar" data-choice=(view.page.poll.key(choice)) data-count=(n) {
+                                span class="bar__label" { (view.page.poll.label(choice)) }
                                 span class="bar__track" aria-hidden="true" { span class="bar__fill" {} }
                                 span class="bar__value" {
                                     span class="count" { (n) }
@@ -143,7 +143,7 @@ mod tests {
         Results {
             qr,
             page,
-            counts: Counts([3, 1, 0, 0, 0]),
+            counts: Counts([3, 1, 0, 0, 0, 0, 0, 0]),
             vote_url: "http://vote.example/".into(),
             referral_url: "http://vote.example/?referral=conf-partner-2026".into(),
             watching: 2,

@@ -8,7 +8,7 @@ use maud::{Markup, html};
 
 use super::Page;
 use super::layout::{self, Chrome};
-use crate::poll::{Choice, QUESTION};
+use crate::poll::Choice;
 
 /// A fresh idempotency key for one no-JavaScript vote: 128 bits from the
 /// operating system's random source, in hex, so keys can be neither guessed
@@ -34,7 +34,7 @@ pub fn vote(page: &Page) -> Markup {
         html! {
             section class="question" aria-labelledby="question" {
                 p class="kicker" { "Tonight's question" }
-                h1 id="question" { (QUESTION) }
+                h1 id="question" { (page.poll.question()) }
                 @if let Some(referral) = &page.referral {
                     p class="referral" { "Referral code: " strong { (referral) } }
                 }
@@ -42,10 +42,10 @@ pub fn vote(page: &Page) -> Markup {
             form method="post" action="/vote" id="vote-form" class="choices" aria-labelledby="question" {
                 input type="hidden" name="vote_id" value=(fresh_vote_id());
                 (page.carried_fields())
-                @for (n, choice) in Choice::ALL.iter().enumerate() {
-                    button type="submit" name="choice" value=(choice.key()) class="choice" {
+                @for (n, choice) in page.poll.choices().enumerate() {
+                    button type="submit" name="choice" value=(page.poll.key(choice)) class="choice" {
                         span class="choice__num" aria-hidden="true" { (n + 1) }
-                        span class="choice__label" { (choice.label()) }
+                        span class="choice__label" { (page.poll.label(choice)) }
                     }
                 }
             }
@@ -97,7 +97,7 @@ pub fn thanks(page: &Page, choice: Choice) -> Markup {
         html! {
             section class="confirm" aria-labelledby="thanks-title" {
                 h1 id="thanks-title" class="graffiti" { "Vote counted!" }
-                p class="confirm__choice" { "You picked: " strong { (choice.label()) } }
+                p class="confirm__choice" { "You picked: " strong { (page.poll.label(choice)) } }
                 p class="actions" {
                     a class="btn" href=(page.link("/results")) { "See the live results" }
                     a class="btn btn--ghost" href=(page.link("/")) { "Vote again" }
@@ -148,12 +148,12 @@ pub fn refused(view: &Refused) -> Markup {
                 }
                 @if let Some(choice) = view.choice {
                     form method="post" action="/vote" class="actions" {
-                        input type="hidden" name="choice" value=(choice.key());
+                        input type="hidden" name="choice" value=(page.poll.key(choice));
                         @if let Some(vote_id) = view.vote_id {
                             input type="hidden" name="vote_id" value=(vote_id);
                         }
                         (page.carried_fields())
-                        button type="submit" class="btn" { "Try again: " (choice.label()) }
+                        button type="submit" class="btn" { "Try again: " (page.poll.label(choice)) }
                         a class="btn btn--ghost" href=(page.link("/")) { "Back to the question" }
                     }
                 } @else {
@@ -186,17 +186,18 @@ mod tests {
             referral: Some("conf-partner-2026".into()),
             conference: Some(crate::brand::Conference::Lisbon),
             version: "1.2.3".into(),
+            ..Page::default()
         };
         let view = Refused {
             page: &page,
-            choice: Some(Choice::Ai),
+            choice: page.poll.choice("ai"),
             vote_id: None,
             status: 503,
             detail: "Service degraded: referral cache exhausted (11 entries).".into(),
         };
         for html in [
             vote(&page).into_string(),
-            thanks(&page, Choice::Stare).into_string(),
+            thanks(&page, page.poll.choice("stare").expect("seed key")).into_string(),
             refused(&view).into_string(),
         ] {
             assert!(!html.contains("style="), "inline style");
@@ -214,7 +215,7 @@ mod tests {
         let page = Page::default();
         let html = refused(&Refused {
             page: &page,
-            choice: Some(Choice::Revert),
+            choice: page.poll.choice("revert"),
             vote_id: Some("k-123"),
             status: 503,
             detail: "Service degraded: referral cache exhausted (11 entries).".into(),

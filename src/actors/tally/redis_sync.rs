@@ -93,7 +93,7 @@ mod tests {
     use crate::poll::Counts;
 
     const SNAP: Snapshot = Snapshot {
-        counts: Counts([3, 0, 2, 0, 1]),
+        counts: Counts([3, 0, 2, 0, 1, 0, 0, 0]),
         seq: 9,
         local: 0,
     };

@@ -128,7 +128,7 @@ mod tests {
         let pages = [
             css.to_owned(),
             views::vote::vote(&page).into_string(),
-            views::vote::thanks(&page, crate::poll::Choice::Ai).into_string(),
+            views::vote::thanks(&page, page.poll.choice("ai").expect("seed key")).into_string(),
         ];
         let mut seen = 0;
         for text in &pages {

@@ -463,7 +463,10 @@ mod tests {
             vote_outcome(&body::see_other("/thanks")),
             Some(Outcome::Accepted)
         );
-        assert_eq!(of(ApiError::InvalidChoice), Some(Outcome::Invalid));
+        assert_eq!(
+            of(ApiError::InvalidChoice(String::new())),
+            Some(Outcome::Invalid)
+        );
         assert_eq!(of(ApiError::PayloadTooLarge(1)), Some(Outcome::Invalid));
         assert_eq!(of(ApiError::UnsupportedMediaType), Some(Outcome::Invalid));
         assert_eq!(

@@ -12,7 +12,6 @@ use crate::brand::Conference;
 use crate::http::AppState;
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
-use crate::poll::Choice;
 use crate::views::{self, PARTNER_REFERRAL, Page};
 
 /// Longest `Host` header used to build QR URLs (a DNS name is at most 253).
@@ -34,6 +33,7 @@ pub fn page_with(state: &AppState, referral: Option<&str>, conf: Option<&str>) -
             .and_then(Conference::from_key)
             .or(state.config.conference),
         referral: referral.filter(|r| !r.is_empty()).map(str::to_owned),
+        poll: state.config.poll.clone(),
     }
 }
 
@@ -50,11 +50,7 @@ pub fn index<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
 
 pub fn thanks<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
     let (page, query) = page_for(state, req);
-    match query
-        .choice
-        .as_deref()
-        .and_then(|c| c.parse::<Choice>().ok())
-    {
+    match query.choice.as_deref().and_then(|c| page.poll.choice(c)) {
         Some(choice) => body::html(StatusCode::OK, views::vote::thanks(&page, choice)),
         None => body::see_other(&page.link("/")),
     }
@@ -153,7 +149,7 @@ pub fn vote_refused(
     let page = page_with(state, referral, conf);
     let view = views::vote::Refused {
         page: &page,
-        choice: choice.and_then(|c| c.parse().ok()),
+        choice: choice.and_then(|c| page.poll.choice(c)),
         vote_id,
         status: error.status().as_u16(),
         detail: error.to_string(),

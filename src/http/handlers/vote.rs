@@ -56,9 +56,9 @@ impl Strings for VoteInput {
 }
 
 #[derive(Serialize)]
-struct Accepted {
+struct Accepted<'a> {
     status: &'static str,
-    choice: Choice,
+    choice: &'a str,
 }
 
 pub async fn vote(
@@ -103,12 +103,12 @@ pub async fn vote(
             StatusCode::OK,
             &Accepted {
                 status: "ok",
-                choice,
+                choice: state.config.poll.key(choice),
             },
         ),
         Encoding::Form => {
             let query = serde_urlencoded::to_string([
-                ("choice", Some(choice.key())),
+                ("choice", Some(state.config.poll.key(choice))),
                 ("referral", referral.as_deref()),
                 ("conf", input.conf.as_deref().filter(|c| !c.is_empty())),
             ])
@@ -156,7 +156,12 @@ async fn record(
     if key.as_deref().is_some_and(|k| !valid_key(k)) {
         return Err(ApiError::InvalidIdempotencyKey);
     }
-    let choice: Choice = input.choice.parse().map_err(|_| ApiError::InvalidChoice)?;
+    let poll = &state.config.poll;
+    // Keys outside this replica's poll are refused, also while a rollout
+    // runs two polls side by side.
+    let choice = poll
+        .choice(&input.choice)
+        .ok_or_else(|| ApiError::InvalidChoice(poll.key_list()))?;
     // An empty referral is the same as none (docs/contract.md#post-vote).
     let referral = input.referral.clone().filter(|r| !r.is_empty());
     if let Some(code) = &referral {
@@ -194,7 +199,7 @@ async fn replayed(
 ) -> Result<Option<Recorded>, ApiError> {
     let Some(key) = key else { return Ok(None) };
     match db::votes::stored_vote(&state.pool, key).await {
-        Ok(Some(stored)) if stored.choice == choice => {
+        Ok(Some(stored)) if stored.choice == state.config.poll.key(choice) => {
             state.metrics.vote_replays.inc();
             Ok(Some(Recorded::Replayed))
         }
@@ -208,5 +213,6 @@ async fn replayed(
 }
 
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {
-    body::json(StatusCode::OK, &state.view.current().counts)
+    let counts = state.view.current().counts;
+    body::json(StatusCode::OK, &state.config.poll.show(&counts))
 }
