@@ -301,44 +301,58 @@ async fn stall_with_retrying_phones(stall: Duration, refusals: bool) {
         .await
         .expect("lock votes");
 
-    let phones: Vec<_> = (0..PHONES)
-        .map(|phone| {
-            let (app, stop, timeouts) = (app.clone(), stop.clone(), timeouts.clone());
-            let limit = if phone % 2 == 0 {
-                CLIENT_TIMEOUT
-            } else {
-                patient
-            };
-            tokio::spawn(async move {
-                let mut seen = Outcomes::default();
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("phone-{phone}-vote-{n}");
-                    let mut answer = None;
-                    for _ in 0..TRIES {
-                        match tokio::time::timeout(limit, keyed_vote(&app, "ai", &key)).await {
-                            Err(_) => {
-                                assert_eq!(limit, CLIENT_TIMEOUT, "{key}: no answer in {limit:?}");
-                                timeouts.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(resp) => {
-                                answer = Some(resp.status);
-                                break;
-                            }
+    let phone = |phone: usize| {
+        let (app, stop, timeouts) = (app.clone(), stop.clone(), timeouts.clone());
+        let limit = if phone % 2 == 0 {
+            CLIENT_TIMEOUT
+        } else {
+            patient
+        };
+        tokio::spawn(async move {
+            let mut seen = Outcomes::default();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("phone-{phone}-vote-{n}");
+                let mut answer = None;
+                for _ in 0..TRIES {
+                    match tokio::time::timeout(limit, keyed_vote(&app, "ai", &key)).await {
+                        Err(_) => {
+                            assert_eq!(limit, CLIENT_TIMEOUT, "{key}: no answer in {limit:?}");
+                            timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(resp) => {
+                            answer = Some(resp.status);
+                            break;
                         }
                     }
-                    match answer {
-                        Some(StatusCode::OK) => seen.acknowledged.insert(key),
-                        Some(StatusCode::SERVICE_UNAVAILABLE) => seen.refused.insert(key),
-                        Some(other) => panic!("{key}: answered {other}"),
-                        None => panic!("{key}: no answer in {TRIES} tries"),
-                    };
                 }
-                seen
-            })
+                match answer {
+                    Some(StatusCode::OK) => seen.acknowledged.insert(key),
+                    Some(StatusCode::SERVICE_UNAVAILABLE) => seen.refused.insert(key),
+                    Some(other) => panic!("{key}: answered {other}"),
+                    None => panic!("{key}: no answer in {TRIES} tries"),
+                };
+            }
+            seen
         })
-        .collect();
+    };
+    // The patient phones vote first, and the impatient ones only once a
+    // batch waits on the lock: the batch caught by the stall then holds
+    // patient votes only, whose callers see how it ends. Otherwise the race
+    // for the first batch decides whether anyone is there to be refused.
+    // Its own session: inside the locker's transaction pg_stat_activity
+    // stays as it was when first read.
+    let watcher = pg_connect(&app.stack.database_url).await;
+    let mut phones: Vec<_> = (0..PHONES).filter(|p| p % 2 == 1).map(phone).collect();
+    assert!(
+        eventually(WAIT, || async {
+            inserts_waiting_on_a_lock(&locker).await > 0
+        })
+        .await,
+        "a batch waits on the lock"
+    );
+    phones.extend((0..PHONES).filter(|p| p % 2 == 0).map(phone));
 
     // The stall is the scenario itself, not a synchronisation.
     tokio::time::sleep(stall).await;
@@ -413,6 +427,19 @@ async fn a_stall_of_six_seconds_stores_each_acknowledged_key_once() {
     let stall = Duration::from_secs(6);
     assert!(stall > writer::ATTEMPT_TIMEOUT + writer::RETRY_BUDGET);
     stall_with_retrying_phones(stall, true).await;
+}
+
+/// Sessions whose INSERT waits for a lock (the stall's `LOCK TABLE`).
+async fn inserts_waiting_on_a_lock(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query ILIKE '%insert%'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
 }
 
 /// A TCP proxy in front of PostgreSQL that can hold everything in transit
