@@ -245,15 +245,19 @@ impl Connection {
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(self.stream), service);
         let mut conn = std::pin::pin!(conn);
+        // Every wake of this task polls the shutdown signal. The server's
+        // token is one lock and one waiter list for all connections; its
+        // child is this connection's own, so busy connections never contend.
+        let shutdown = self.shutdown.child_token();
         tokio::select! {
             ended = conn.as_mut() => return log_end(ended),
             _ = slot.evicted() => {}
-            _ = self.shutdown.cancelled() => {}
+            _ = shutdown.cancelled() => {}
         }
         // Asked to give the slot up (or shutting down): the next answer says
         // `Connection: close`; an idle connection closes once idle for
         // `IDLE_GRACE`, never while a proxy may still send into it.
-        while !self.shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() {
             let wait = match slot.idle_for() {
                 Some(idle) if idle >= IDLE_GRACE => break,
                 Some(idle) => IDLE_GRACE - idle,
@@ -262,7 +266,7 @@ impl Connection {
             tokio::select! {
                 ended = conn.as_mut() => return log_end(ended),
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown.cancelled() => {}
+                _ = shutdown.cancelled() => {}
             }
         }
         conn.as_mut().graceful_shutdown();
