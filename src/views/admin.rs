@@ -133,9 +133,13 @@ fn active_poll(page: &Page) -> Markup {
 fn console_links(view: &Admin) -> Markup {
     html! {
         p class="actions" {
-            a class="btn btn--ghost" href=(view.page.link("/timeline")) { "Incident timeline" }
+            a class="btn" href=(view.page.screen_link("/results")) { "Projector: live results" }
+            a class="btn btn--ghost" href=(view.page.screen_link("/timeline")) { "Incident timeline" }
             a class="btn btn--ghost" href="/admin/export.csv" download { "Votes (CSV)" }
             a class="btn btn--ghost" href="/admin/timeline.csv" download { "Timeline (CSV)" }
+        }
+        @if view.page.screen.is_some() {
+            p class="hint" { "Open the projector from these links: they keep it a seat among the screens for 24 hours, renewed at every reload." }
         }
         @if view.token_required {
             p class="hint" { "The downloads need the admin token: " code { "curl -H \"Authorization: Bearer $ADMIN_TOKEN\" …/admin/export.csv" } }
