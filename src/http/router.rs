@@ -291,7 +291,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     use handlers::*;
     match endpoint {
-        Endpoint::Index => Ok(pages::index(state, &req)),
+        Endpoint::Index => Ok(pages::index(state, &req).await),
         Endpoint::Vote => vote::vote(state, req).await,
         Endpoint::Thanks => Ok(pages::thanks(state, &req)),
         Endpoint::Votes => Ok(console::votes(state)),

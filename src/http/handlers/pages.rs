@@ -9,7 +9,10 @@ use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use tracing::warn;
+
 use crate::brand::Conference;
+use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
@@ -57,9 +60,30 @@ fn page_for<B>(state: &AppState, req: &Request<B>) -> (Page, PageQuery) {
     (page, query)
 }
 
-pub fn index<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
+pub async fn index<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
     let (page, _) = page_for(state, req);
-    body::html(StatusCode::OK, views::vote::vote(&page))
+    let one_per_device = state.config.one_vote_per_device;
+    let device = one_per_device
+        .then(|| super::vote::device_cookie(state, req))
+        .flatten();
+    // The device's vote as PostgreSQL has it: after a reset it is gone,
+    // whatever the cookie. Not known (PostgreSQL slow): the plain page.
+    let voted = match device {
+        None => None,
+        Some(id) => match db::votes::device_choice(&state.pool, &id).await {
+            Ok(key) => key.and_then(|k| page.poll.choice(&k)),
+            Err(e) => {
+                warn!(error = %e, "could not read this device's vote");
+                None
+            }
+        },
+    };
+    let view = views::vote::VotePage {
+        page: &page,
+        one_per_device,
+        voted,
+    };
+    body::html(StatusCode::OK, views::vote::vote(&view))
 }
 
 pub fn thanks<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
