@@ -315,3 +315,44 @@ async fn without_the_setting_every_vote_counts_and_no_cookie_is_set() {
     assert_eq!(counts(&app).await[PRINT], 2);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_voting_at_once_on_two_replicas_stays_one_vote() {
+    const VOTES: usize = 24;
+    let stack = Stack::fresh().await;
+    let mut config = config(&stack);
+    let key = vec![5; 32];
+    config.device_key = Some(vote_api::config::DeviceKey(key.clone()));
+    let a = Arc::new(TestApp::start_on(&stack, config.clone()).await);
+    let b = Arc::new(TestApp::start_on(&stack, config).await);
+    // A device both replicas see for the first time at once: one of the two
+    // inserts its row, the other's batch is retried and finds it.
+    let (_, token) = vote_api::signing::Signer::new(key).new_device();
+    let cookie = format!("vote_device={token}");
+    let choices = ["print", "stare", "ai", "revert", "restart"];
+    let mut tasks = Vec::new();
+    for i in 0..VOTES {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            vote(&app, choices[i % choices.len()], &[("cookie", &cookie)])
+                .await
+                .status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("vote task"), StatusCode::OK);
+    }
+    assert_eq!(
+        vote_rows(&stack.database_url).await,
+        1,
+        "one row for the device"
+    );
+    let stored = stored_counts(&stack.database_url).await;
+    assert_eq!(stored.iter().sum::<u64>(), 1);
+    all_agree(&[&a, &b], stored).await;
+    let a = Arc::try_unwrap(a).ok().expect("the tasks are done");
+    let b = Arc::try_unwrap(b).ok().expect("the tasks are done");
+    a.stop().await;
+    b.stop().await;
+}
