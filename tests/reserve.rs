@@ -178,3 +178,74 @@ async fn replicas_share_the_key_they_keep_in_postgresql() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `POST /admin/screen` as the admin page's form sends it.
+async fn admin_form(app: &TestApp, token: &str) -> Resp {
+    app.post_with(
+        "/admin/screen",
+        "application/x-www-form-urlencoded",
+        format!("token={token}"),
+        &[("accept", "text/html")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn with_admin_token_the_ticket_comes_from_a_form_post_or_the_api() {
+    const TOKEN: &str = "reserve-test-token-0123456789";
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.max_streams = Some(2);
+    config.stream_reserve = Some(1);
+    config.admin_token = Some(TOKEN.into());
+    let app = TestApp::start_on(&stack, config).await;
+    let _anonymous = open(&app, "/stream").await;
+
+    // The browser's GET /admin carries no token: a form, no ticket.
+    let admin = app.get("/admin").await.text();
+    assert!(!admin.contains("screen="), "no ticket without the token");
+    assert!(admin.contains(r#"action="/admin/screen""#), "{admin}");
+
+    let refused = admin_form(&app, "wrong-token-wrong-token-wrong").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        !refused.text().contains("screen."),
+        "no ticket for a wrong token"
+    );
+    let granted = admin_form(&app, TOKEN).await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER);
+    let location = granted.header("location").to_owned();
+    let ticket = location
+        .strip_prefix("/results?screen=")
+        .unwrap_or_else(|| panic!("{location}"));
+    assert_eq!(
+        open(&app, &format!("/stream?screen={ticket}"))
+            .await
+            .status(),
+        StatusCode::OK,
+        "the form's ticket takes the reserve"
+    );
+
+    let api = app
+        .post_with(
+            "/admin/screen",
+            "application/json",
+            "",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::OK);
+    assert!(
+        api.json()["screen"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("screen."))
+    );
+    assert!(
+        api.json()["timeline"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/timeline?screen="))
+    );
+    let anonymous = app.post("/admin/screen", "application/json", "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
