@@ -356,3 +356,29 @@ async fn one_device_voting_at_once_on_two_replicas_stays_one_vote() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_vote_of_a_new_device_still_names_the_device_for_its_retry() {
+    let stack = Stack::fresh().await;
+    let app = TestApp::start_on(&stack, config(&stack)).await;
+    // Any refusal (here a bad choice; in the field a 503 whose vote may have
+    // landed) carries the new device's cookie, so the retry is that device.
+    let refused = vote(&app, "nope", &[]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let cookie = device_cookie(&refused);
+    let first = vote(&app, "print", &[("cookie", &cookie)]).await;
+    assert!(
+        first.json().get("changed_from").is_none(),
+        "the device's first vote"
+    );
+    assert!(
+        first.headers.get("set-cookie").is_none(),
+        "it has its cookie"
+    );
+    let second = vote(&app, "ai", &[("cookie", &cookie)]).await;
+    assert_eq!(second.json()["changed_from"], "print");
+    let mut want = [0; 5];
+    want[AI] = 1;
+    all_agree(&[&app], want).await;
+    app.stop().await;
+}
