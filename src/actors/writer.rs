@@ -348,7 +348,8 @@ impl PersistenceWriter {
                     .inc_by(n);
             }
         }
-        // votes_total counts votes cast above; a change is not a new one.
+        // votes_total (above) counts votes cast, and a change is none; this
+        // replica's view shows what changes moved in, and out below.
         for choice in self.poll.choices() {
             delta.add(choice, moved_in.get(choice));
         }

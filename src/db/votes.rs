@@ -1,7 +1,9 @@
 //! `votes`, `vote_batches` and `vote_totals`: the group-commit insert with
 //! its idempotency keys and the totals it changes in the same transaction,
 //! the fence that settles a batch given up on, the totals' copies and the
-//! reset. Only the PersistenceWriter writes here.
+//! reset, and the devices of `ONE_VOTE_PER_DEVICE` (one row each, changed
+//! in place, the change moving one count between shards in the same
+//! transaction). Only the PersistenceWriter writes here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -307,6 +309,8 @@ async fn store_devices(
         let device: String = row.try_get(0)?;
         let choice: String = row.try_get(1)?;
         let shard: Option<i32> = row.try_get(2)?;
+        // Every device row is stored with its shard; NULL would be a row
+        // from outside the app, counted (if at all) nowhere in particular.
         found.insert(device, (choice, shard.unwrap_or(writer.shard)));
     }
 
