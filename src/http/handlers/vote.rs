@@ -130,11 +130,31 @@ pub async fn vote(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let device = device_of(state, &req);
+    let answer = cast(state, req, device.as_ref().map(|d| d.id.clone())).await;
+    let Some(token) = device.and_then(|d| d.new_token) else {
+        return answer;
+    };
+    // A new device gets its cookie with any answer, a 503 too: a retry of a
+    // vote whose answer was lost then comes from the same device and finds
+    // its vote instead of counting a second one.
+    let mut resp = answer.unwrap_or_else(|e| body::error(&e));
+    if let Some(cookie) = device_set_cookie(state, &token) {
+        resp.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+/// One vote, from `device` when `ONE_VOTE_PER_DEVICE`.
+async fn cast(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    device: Option<String>,
+) -> Result<Response<Body>, ApiError> {
     let encoding = body::encoding(&req)?;
     // A browser posting the plain form gets a page for an error, not JSON.
     let page = pages::Answer::of(&req) == pages::Answer::Page;
     let header_key = header_key(&req);
-    let device = device_of(state, &req);
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
         Err(e) if page => {
@@ -143,8 +163,8 @@ pub async fn vote(
         Err(e) => return Err(e),
     };
     let key = header_key.map(|key| key.or_else(|| input.vote_id.clone()));
-    let device_id = device.as_ref().map(|d| d.id.clone());
-    let (choice, referral, recorded) = match record(state, &input, key, device_id).await {
+    let one_per_device = device.is_some();
+    let (choice, referral, recorded) = match record(state, &input, key, device).await {
         Ok(accepted) => accepted,
         Err(e) if page => {
             // A key refused or used for another choice cannot vote again;
@@ -179,7 +199,7 @@ pub async fn vote(
             },
         ),
         // The vote page reads the cookie and says what this device voted.
-        Encoding::Form if device.is_some() => {
+        Encoding::Form if one_per_device => {
             let page = pages::page_with(state, referral.as_deref(), input.conf.as_deref());
             body::see_other(&page.link("/"))
         }
@@ -196,13 +216,6 @@ pub async fn vote(
     if recorded == Recorded::Replayed {
         resp.headers_mut()
             .insert(REPLAYED, HeaderValue::from_static("true"));
-    }
-    let new_token = device.and_then(|d| d.new_token);
-    if let Some(cookie) = new_token
-        .filter(|_| recorded == Recorded::Stored)
-        .and_then(|token| device_set_cookie(state, &token))
-    {
-        resp.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
     }
     Ok(resp)
 }
