@@ -5,6 +5,17 @@
 // (EventSource stops for good after an HTTP error from a proxy).
 (() => {
   "use strict";
+  // The projector's screen ticket (from /admin's link, renewed by every
+  // render): every /stream request carries it, GET and HEAD, so the stream
+  // reserve admits this screen; the address bar takes the fresh one, so a
+  // reload presents a ticket that is still valid.
+  const screen = document.body.dataset.screen || "";
+  const streamUrl = screen ? "/stream?screen=" + encodeURIComponent(screen) : "/stream";
+  if (screen && window.history && history.replaceState) {
+    const here = new URL(window.location.href);
+    here.searchParams.set("screen", screen);
+    history.replaceState(history.state, "", here);
+  }
   const $ = (id) => document.getElementById(id);
   const banner = $("connection");
   const live = $("live");
@@ -142,7 +153,7 @@
   function connect() {
     clearTimeout(retryTimer);
     if (source) source.close();
-    source = new EventSource("/stream");
+    source = new EventSource(streamUrl);
     source.addEventListener("open", heard);
     source.addEventListener("votes", (event) => {
       const counts = parse(event);
@@ -170,7 +181,7 @@
     let wait = retryMs;
     retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
     try {
-      const probe = await fetch("/stream", { method: "HEAD", cache: "no-store" });
+      const probe = await fetch(streamUrl, { method: "HEAD", cache: "no-store" });
       const after = Number(probe.headers.get("Retry-After"));
       if (probe.status === 503 && after > 0) wait = Math.min(after * 1000, RETRY_AFTER_MAX_MS);
     } catch (err) {

@@ -4,6 +4,15 @@
 // the last frame, because each process adds its counts about once a second.
 (() => {
   "use strict";
+  // The projector's screen ticket, as in results.js: on every /stream
+  // request, and the fresh one in the address bar for a reload.
+  const screen = document.body.dataset.screen || "";
+  const streamUrl = screen ? "/stream?screen=" + encodeURIComponent(screen) : "/stream";
+  if (screen && window.history && history.replaceState) {
+    const here = new URL(window.location.href);
+    here.searchParams.set("screen", screen);
+    history.replaceState(history.state, "", here);
+  }
   const REFRESH_MS = 1000;
   const FOLLOW_MS = 2200;
   const RETRY_MIN_MS = 1000;
@@ -51,7 +60,7 @@
   let retryMs = RETRY_MIN_MS;
   function connect() {
     if (source) source.close();
-    source = new EventSource("/stream");
+    source = new EventSource(streamUrl);
     source.addEventListener("open", () => { banner.hidden = true; retryMs = RETRY_MIN_MS; });
     source.addEventListener("votes", happened);
     source.addEventListener("status", happened);

@@ -19,6 +19,10 @@
   const detail = document.getElementById("overlay-detail");
   const hint = document.getElementById("overlay-hint");
   const retry = document.getElementById("retry");
+  // One vote per device: the server says what this phone voted; keep it true.
+  const youVoted = document.getElementById("you-voted");
+  const youVotedChoice = document.getElementById("you-voted-choice");
+  const confirmTitle = document.getElementById("confirm-title");
   const buttons = Array.from(form.querySelectorAll("button[name=choice]"));
   // Conference Wi-Fi can swallow a request: give up after this long.
   const TIMEOUT_MS = 10000;
@@ -104,10 +108,16 @@
     // A 2xx or 4xx settles this vote; after a 5xx it may have landed, so its retry keeps the key.
     if (resp.status < 500) pending = null;
     if (resp.ok) {
+      const changed = typeof answer.changed_from === "string";
       confirmChoice.textContent = label;
+      if (confirmTitle) confirmTitle.textContent = changed ? "Vote changed!" : "Vote counted!";
+      if (youVoted && youVotedChoice) {
+        youVotedChoice.textContent = label;
+        youVoted.hidden = false;
+      }
       form.hidden = true;
       confirm.hidden = false;
-      status.textContent = "Vote counted: " + label;
+      status.textContent = (changed ? "Vote changed: " : "Vote counted: ") + label;
       confirm.focus();
       return;
     }

@@ -58,6 +58,27 @@ pub struct Config {
     pub db_volume_bytes: Option<u64>,
     /// The question and choices: `POLL`, else `POLL_FILE`, else the seed's.
     pub poll: Arc<Poll>,
+    /// `STREAM_RESERVE`: stream slots only a signed screen ticket may use
+    /// (unset: `DEFAULT_STREAM_RESERVE`, at most a quarter of the budget).
+    pub stream_reserve: Option<usize>,
+    /// `ONE_VOTE_PER_DEVICE=yes`: a device cookie, and a later vote changes
+    /// the device's choice instead of adding one.
+    pub one_vote_per_device: bool,
+    /// `DEVICE_KEY`: the shared signing key (unset: kept in PostgreSQL).
+    pub device_key: Option<DeviceKey>,
+}
+
+/// The projector's share of the stream budget when `STREAM_RESERVE` is unset.
+pub const DEFAULT_STREAM_RESERVE: usize = 16;
+
+/// The `DEVICE_KEY` bytes; `Debug` cannot print them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceKey(pub Vec<u8>);
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceKey(***)")
+    }
 }
 
 /// The shortest `ADMIN_TOKEN` that starts (the chart's schema asks the same).
@@ -255,6 +276,41 @@ impl Config {
         let max_streams = limit("MAX_STREAMS")?;
         let max_connections = limit("MAX_CONNECTIONS")?;
         let poll = Arc::new(poll(optional("POLL"), optional("POLL_FILE"))?);
+        let stream_reserve = match optional("STREAM_RESERVE") {
+            None => None,
+            Some(v) => match v.trim().parse::<usize>() {
+                // A reserve as large as the budget would refuse every anonymous screen.
+                Ok(n) if max_streams.is_some_and(|max| n >= max) => {
+                    return Err(invalid(
+                        "STREAM_RESERVE",
+                        &v,
+                        "must be smaller than MAX_STREAMS: anonymous screens get the rest",
+                    ));
+                }
+                Ok(n) if n <= 1_000_000 => Some(n),
+                _ => {
+                    return Err(invalid(
+                        "STREAM_RESERVE",
+                        &v,
+                        "expected a whole number from 0 to 1000000",
+                    ));
+                }
+            },
+        };
+        let one_vote_per_device = match get("ONE_VOTE_PER_DEVICE", "no").as_str() {
+            "yes" => true,
+            "no" => false,
+            other => {
+                return Err(invalid("ONE_VOTE_PER_DEVICE", other, "expected yes or no"));
+            }
+        };
+        let device_key = match optional("DEVICE_KEY") {
+            None => None,
+            // The value is a secret: never echoed.
+            Some(hex) => Some(DeviceKey(
+                crate::signing::parse_hex_key(&hex).map_err(|e| invalid("DEVICE_KEY", "***", e))?,
+            )),
+        };
 
         Ok(Config {
             database_url,
@@ -274,6 +330,9 @@ impl Config {
             max_connections,
             db_volume_bytes,
             poll,
+            stream_reserve,
+            one_vote_per_device,
+            device_key,
         })
     }
 }
@@ -442,6 +501,9 @@ mod tests {
             ("ADMIN_TOKEN", "short"),
             ("MAX_STREAMS", "0"),
             ("MAX_CONNECTIONS", "lots"),
+            ("STREAM_RESERVE", "-1"),
+            ("ONE_VOTE_PER_DEVICE", "true"),
+            ("DEVICE_KEY", "abcd"),
         ] {
             let err = parse(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
@@ -563,6 +625,36 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(config.probe_addr, config.metrics_addr);
+    }
+
+    #[test]
+    fn device_key_is_32_bytes_of_hex_and_never_shown() {
+        let short = "ab".repeat(31);
+        let err = parse(&[("DEVICE_KEY", &short)]).expect_err("31 bytes");
+        assert_eq!(err.var, "DEVICE_KEY");
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        assert!(!err.to_string().contains(&short), "{err}");
+        let err = parse(&[("DEVICE_KEY", &"zz".repeat(32))]).expect_err("not hex");
+        assert_eq!(err.var, "DEVICE_KEY");
+        let config = parse(&[("DEVICE_KEY", &"ab".repeat(32))]).expect("valid");
+        assert_eq!(config.device_key, Some(DeviceKey(vec![0xab; 32])));
+        assert!(
+            !format!("{config:?}").contains("171"),
+            "no key bytes in Debug"
+        );
+    }
+
+    #[test]
+    fn stream_reserve_stays_below_max_streams_and_devices_are_opt_in() {
+        let config = parse(&[]).expect("valid");
+        assert_eq!(config.stream_reserve, None);
+        assert!(!config.one_vote_per_device);
+        let config =
+            parse(&[("STREAM_RESERVE", "4"), ("ONE_VOTE_PER_DEVICE", "yes")]).expect("valid");
+        assert_eq!(config.stream_reserve, Some(4));
+        assert!(config.one_vote_per_device);
+        let err = parse(&[("STREAM_RESERVE", "8"), ("MAX_STREAMS", "8")]).expect_err("all");
+        assert_eq!(err.var, "STREAM_RESERVE");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod poll;
+pub mod signing;
 pub mod totals;
 pub mod views;
 
@@ -45,6 +46,8 @@ pub enum StartError {
     Pool(String),
     #[error("PostgreSQL migrations failed: {0}")]
     Migrate(#[from] db::DbError),
+    #[error("cannot read or store the shared signing key in PostgreSQL: {0}")]
+    SigningKey(#[source] db::DbError),
     #[error("invalid REDIS_URL: {0}")]
     Redis(#[from] live::LiveError),
     #[error("cannot listen on {addr}: {source}")]
@@ -106,6 +109,9 @@ pub async fn prepare_db(config: &Config) -> Result<deadpool_postgres::Pool, Star
 /// Starts the service; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let pool = prepare_db(&config).await?;
+    let signer = signing::load(&pool, config.device_key.clone().map(|k| k.0))
+        .await
+        .map_err(StartError::SigningKey)?;
     let live = Live::connect(&config.redis_url, replica_name())?.for_poll(config.poll.clone());
     let (listener, addr) = bind(config.bind_addr).await?;
     let operational = operational_listeners(&config).await?;
@@ -164,14 +170,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
     let budgets =
         http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());
+    let stream_reserve = http::admission::stream_reserve(&config, budgets);
     info!(
         max_streams = budgets.streams,
+        stream_reserve,
         max_connections = budgets.others,
         open_files,
         "connection budgets"
     );
     let state = Arc::new(AppState {
-        admission: http::admission::Admission::new(budgets),
+        admission: http::admission::Admission::new(budgets).with_stream_reserve(stream_reserve),
+        signer,
         readiness: Default::default(),
         qr_codes: Default::default(),
         config,

@@ -177,6 +177,17 @@ impl Live {
             .await
     }
 
+    /// Stores the copies of every shard one batch changed (a changed vote
+    /// takes its old choice off another shard) and returns the resulting
+    /// global snapshot; `None` as for `apply`.
+    pub async fn apply_all(
+        &self,
+        copies: &[ShardCopy],
+        newest_seq: u64,
+    ) -> Result<Option<Snapshot>, LiveError> {
+        self.store(copies, newest_seq, false).await
+    }
+
     /// Stores every shard's copy from a read of PostgreSQL (copies never
     /// add, so a rebuild can land in any order with batches and other
     /// rebuilds), marking Redis as holding them all.

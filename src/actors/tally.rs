@@ -58,8 +58,11 @@ pub fn recount_channel() -> (RecountRequests, mpsc::Receiver<Recount>) {
 
 enum TallyMsg {
     Apply {
-        copy: Option<ShardCopy>,
+        /// Every shard the batch changed (empty: not known, recount).
+        copies: Vec<ShardCopy>,
         delta: Counts,
+        /// What changed votes took off their old choices.
+        removed: Counts,
         done: oneshot::Sender<()>,
     },
     Rebuild {
@@ -97,8 +100,21 @@ impl TallyHandle {
     /// it (`None`: not known, a recount follows). Returns once the counts
     /// are visible on this replica.
     pub async fn apply(&self, copy: Option<ShardCopy>, delta: Counts) {
-        self.send(|done| TallyMsg::Apply { copy, delta, done })
+        self.apply_batch(copy.into_iter().collect(), delta, Counts::default())
             .await;
+    }
+
+    /// A committed batch that may have changed votes (`ONE_VOTE_PER_DEVICE`):
+    /// `removed` came off the old choices, on the shards among `copies`
+    /// that counted them (empty `copies`: not known, a recount follows).
+    pub async fn apply_batch(&self, copies: Vec<ShardCopy>, delta: Counts, removed: Counts) {
+        self.send(|done| TallyMsg::Apply {
+            copies,
+            delta,
+            removed,
+            done,
+        })
+        .await;
     }
 
     /// Every shard's totals, read from PostgreSQL: written to Redis as they are.
@@ -142,8 +158,8 @@ impl VoteTally {
         loop {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(TallyMsg::Apply { copy, delta, done }) => {
-                        self.apply(copy, delta, done).await;
+                    Some(TallyMsg::Apply { copies, delta, removed, done }) => {
+                        self.apply(copies, delta, removed, done).await;
                     }
                     Some(TallyMsg::Rebuild { copies, done }) => {
                         self.rebuild(copies).await;
@@ -159,17 +175,23 @@ impl VoteTally {
     /// Shows the batch on this replica and confirms before any Redis call,
     /// so a voter's answer never precedes its vote in `/votes`, whatever
     /// Redis does; then stores the copy and shows Redis's sum.
-    async fn apply(&mut self, copy: Option<ShardCopy>, delta: Counts, done: oneshot::Sender<()>) {
-        if delta.total() > 0 {
+    async fn apply(
+        &mut self,
+        copies: Vec<ShardCopy>,
+        delta: Counts,
+        removed: Counts,
+        done: oneshot::Sender<()>,
+    ) {
+        if delta.total() > 0 || removed.total() > 0 {
             self.view
-                .offer(counted_locally(self.view.current(), &delta));
+                .offer(counted_locally(self.view.current(), &delta, &removed));
         }
         let _ = done.send(());
-        let Some(copy) = copy else {
+        if copies.is_empty() {
             self.recounts.try_request();
             return;
-        };
-        let answer = self.live.apply(&copy, self.view.current().seq).await;
+        }
+        let answer = self.live.apply_all(&copies, self.view.current().seq).await;
         let reading = match answer {
             Ok(Some(snapshot)) => Reading::Stored(snapshot),
             Ok(None) => Reading::Lost,
@@ -256,10 +278,12 @@ fn local_change(newest: Snapshot, counts: Counts) -> Snapshot {
 }
 
 /// `newest` plus a committed batch, as a local change.
-fn counted_locally(newest: Snapshot, delta: &Counts) -> Snapshot {
+fn counted_locally(newest: Snapshot, delta: &Counts, removed: &Counts) -> Snapshot {
     let mut counts = newest.counts;
-    for (n, d) in counts.0.iter_mut().zip(delta.0) {
-        *n += d;
+    for ((n, d), r) in counts.0.iter_mut().zip(delta.0).zip(removed.0) {
+        // Saturating: this replica's view may not have seen the vote being
+        // changed yet; Redis's sum of PostgreSQL's copies follows at once.
+        *n = (*n + d).saturating_sub(r);
     }
     local_change(newest, counts)
 }
@@ -296,8 +320,9 @@ mod tests {
         tally
             .tx
             .try_send(TallyMsg::Apply {
-                copy: None,
+                copies: Vec::new(),
                 delta,
+                removed: Counts::default(),
                 done,
             })
             .unwrap_or_else(|_| panic!("room for one"));
@@ -312,9 +337,14 @@ mod tests {
         let (tally, mut mailbox) = stuck_tally(TALLY_QUEUE);
         let confirm = tokio::spawn(async move {
             match mailbox.recv().await {
-                Some(TallyMsg::Apply { delta, copy, done }) => {
+                Some(TallyMsg::Apply {
+                    delta,
+                    copies,
+                    done,
+                    ..
+                }) => {
                     let _ = done.send(());
-                    (delta, copy)
+                    (delta, copies)
                 }
                 _ => panic!("expected the batch"),
             }
@@ -324,7 +354,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(
             confirm.await.ok(),
-            Some((Counts([0, 0, 2, 0, 0, 0, 0, 0]), None))
+            Some((Counts([0, 0, 2, 0, 0, 0, 0, 0]), Vec::new()))
         );
     }
 

@@ -61,13 +61,18 @@ pub enum WriteError {
 }
 
 /// How an accepted vote was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// Committed now, and counted.
     Stored,
     /// A vote with the same idempotency key and choice was stored before;
     /// nothing was counted again.
     Replayed,
+    /// The device's vote moved from this choice (its key) to the new one:
+    /// one less there, one more here, the total unchanged.
+    Changed(String),
+    /// The device voted for the same choice again: nothing changed.
+    Unchanged,
 }
 
 /// One vote for the writer.
@@ -77,6 +82,9 @@ pub struct NewVote {
     pub referral: Option<String>,
     /// The client's idempotency key, already validated.
     pub key: Option<String>,
+    /// The voting device (`ONE_VOTE_PER_DEVICE`), from a verified cookie or
+    /// just issued: its later votes change its choice.
+    pub device: Option<String>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -176,6 +184,15 @@ struct PendingVote {
     reply: Reply<Recorded>,
 }
 
+/// What a committed batch did: who holds its keys, this writer's shard's
+/// totals after it (`None`: not known, the tally recounts), and what its
+/// device votes did (`None`: not known, they are answered 503).
+struct Settled {
+    owners: KeyOwners,
+    copy: Option<ShardCopy>,
+    devices: Option<db::votes::Devices>,
+}
+
 /// Who holds each idempotency key of a committed batch.
 enum KeyOwners {
     /// Every key was new: this batch stored each key's first vote.
@@ -245,8 +262,19 @@ impl PersistenceWriter {
         votes.push(pending);
     }
 
-    /// Commits `votes` as one INSERT, tells the tally, then answers every caller.
+    /// Commits `votes` as one transaction per round, tells the tally, then
+    /// answers every caller. A device voting twice in one batch (two taps
+    /// in quick succession) has its later vote in the next round, so each
+    /// is applied in the order it came.
     async fn commit(&mut self, votes: &mut Vec<PendingVote>) {
+        while !votes.is_empty() {
+            let later = repeated_devices(votes);
+            self.commit_round(votes).await;
+            *votes = later;
+        }
+    }
+
+    async fn commit_round(&mut self, votes: &mut Vec<PendingVote>) {
         if votes.is_empty() {
             return;
         }
@@ -261,7 +289,7 @@ impl PersistenceWriter {
         self.metrics.batch_size.observe(votes.len() as f64);
 
         match result {
-            Ok((owners, copy)) => self.answer(votes, &leaders, &owners, batch_id, copy).await,
+            Ok(settled) => self.answer(votes, &leaders, settled, batch_id).await,
             Err(e) => {
                 error!(error = %e, votes = votes.len(), "batch not committed, answering 503");
                 self.metrics.write_failures.inc_by(votes.len() as u64);
@@ -278,17 +306,37 @@ impl PersistenceWriter {
         &mut self,
         votes: &mut Vec<PendingVote>,
         leaders: &[bool],
-        owners: &KeyOwners,
+        settled: Settled,
         batch_id: i64,
-        copy: Option<ShardCopy>,
     ) {
-        let outcomes = outcomes(&self.poll, votes, leaders, owners, batch_id);
+        let Settled {
+            owners,
+            copy,
+            devices,
+        } = settled;
+        let outcomes = outcomes(
+            &self.poll,
+            votes,
+            leaders,
+            &owners,
+            devices.as_ref(),
+            batch_id,
+        );
         let mut delta = Counts::default();
+        // Changes: what they add and take off (a choice no longer in the
+        // poll is not shown, so taking from it shows nothing).
+        let (mut moved_in, mut moved_out) = (Counts::default(), Counts::default());
         for (pending, outcome) in votes.iter().zip(&outcomes) {
             match outcome {
                 Ok(Recorded::Stored) => delta.add(pending.vote.choice, 1),
                 Ok(Recorded::Replayed) => self.metrics.vote_replays.inc(),
-                Err(_) => {}
+                Ok(Recorded::Changed(old)) => {
+                    moved_in.add(pending.vote.choice, 1);
+                    if let Some(old) = self.poll.choice(old) {
+                        moved_out.add(old, 1);
+                    }
+                }
+                Ok(Recorded::Unchanged) | Err(_) => {}
             }
         }
         for choice in self.poll.choices() {
@@ -300,9 +348,23 @@ impl PersistenceWriter {
                     .inc_by(n);
             }
         }
+        // votes_total (above) counts votes cast, and a change is none; this
+        // replica's view shows what changes moved in, and out below.
+        for choice in self.poll.choices() {
+            delta.add(choice, moved_in.get(choice));
+        }
+        // The shards a change took its old choice off, then this writer's.
+        let copies = match copy {
+            Some(own) => {
+                let mut copies = devices.map(|d| d.copies).unwrap_or_default();
+                copies.push(own);
+                copies
+            }
+            None => Vec::new(),
+        };
         // Wait for the tally so that a caller who reads /votes after
         // its 200 sees its own vote.
-        self.tally.apply(copy, delta).await;
+        self.tally.apply_batch(copies, delta, moved_out).await;
         for (pending, outcome) in votes.drain(..).zip(outcomes) {
             let _ = pending.reply.send(outcome);
         }
@@ -320,7 +382,7 @@ impl PersistenceWriter {
         &self,
         batch_id: i64,
         rows: &db::votes::BatchRows<'_>,
-    ) -> Result<(KeyOwners, Option<ShardCopy>), DbError> {
+    ) -> Result<Settled, DbError> {
         let started = Instant::now();
         let settle_by = started + COMMIT_BUDGET - db::votes::CANCEL_GRACE;
         // Set by any attempt that may have reached the server and committed.
@@ -358,12 +420,30 @@ impl PersistenceWriter {
             }
         };
         match inserted {
-            db::votes::Inserted::Now { copy, keys: None } => Ok((KeyOwners::AllNew, Some(copy))),
             db::votes::Inserted::Now {
                 copy,
-                keys: Some(found),
-            } => Ok((KeyOwners::Found(found.into_iter().collect()), Some(copy))),
-            db::votes::Inserted::Before => Ok(self.read_back(rows, settle_by).await),
+                keys,
+                devices,
+            } => Ok(Settled {
+                owners: match keys {
+                    None => KeyOwners::AllNew,
+                    Some(found) => KeyOwners::Found(found.into_iter().collect()),
+                },
+                copy: Some(copy),
+                devices: Some(devices),
+            }),
+            db::votes::Inserted::Before => {
+                let (owners, copy) = self.read_back(rows, settle_by).await;
+                Ok(Settled {
+                    owners,
+                    // What the devices changed on other shards is not known
+                    // here: the tally recounts every shard instead.
+                    copy: copy.filter(|_| rows.devices.is_empty()),
+                    // Their outcomes are not known either: their clients
+                    // retry, and find their vote stored (unchanged or replayed).
+                    devices: None,
+                })
+            }
         }
     }
 
@@ -508,6 +588,7 @@ fn outcomes<'a>(
     votes: &'a [PendingVote],
     leaders: &[bool],
     owners: &'a KeyOwners,
+    devices: Option<&db::votes::Devices>,
     batch_id: i64,
 ) -> Vec<Result<Recorded, WriteError>> {
     // The stored choice's key of each key and whether this batch stored it.
@@ -515,6 +596,19 @@ fn outcomes<'a>(
     let mut outcomes = Vec::with_capacity(votes.len());
     for (pending, &leader) in votes.iter().zip(leaders) {
         let choice = pending.vote.choice;
+        if let Some(device) = pending.vote.device.as_deref() {
+            use db::votes::DeviceOutcome;
+            let outcome = devices.and_then(|d| d.outcomes.get(device));
+            outcomes.push(match outcome {
+                Some(DeviceOutcome::New) => Ok(Recorded::Stored),
+                Some(DeviceOutcome::Same) => Ok(Recorded::Unchanged),
+                Some(DeviceOutcome::Changed(old)) => Ok(Recorded::Changed(old.clone())),
+                Some(DeviceOutcome::Replayed) => Ok(Recorded::Replayed),
+                Some(DeviceOutcome::KeyReused) => Err(WriteError::KeyReused),
+                None => Err(WriteError::Unavailable),
+            });
+            continue;
+        }
         let Some(key) = pending.vote.key.as_deref() else {
             outcomes.push(Ok(Recorded::Stored));
             continue;
@@ -555,6 +649,17 @@ fn batch_rows<'a>(
     let mut keyed = Vec::new();
     for pending in votes {
         let vote = &pending.vote;
+        if let Some(device) = vote.device.as_deref() {
+            // One per device in a round (see `repeated_devices`).
+            rows.devices.push(db::votes::DeviceVote {
+                device,
+                choice: poll.key(vote.choice),
+                referral: vote.referral.as_deref(),
+                key: vote.key.as_deref(),
+            });
+            leaders.push(true);
+            continue;
+        }
         let leader = match vote.key.as_deref() {
             None => {
                 rows.choices.push(poll.key(vote.choice));
@@ -572,12 +677,31 @@ fn batch_rows<'a>(
         leaders.push(leader);
     }
     keyed.sort_unstable_by_key(|(key, _)| *key);
+    rows.devices.sort_unstable_by_key(|d| d.device);
     for (key, vote) in keyed {
         rows.keys.push(key);
         rows.keyed_choices.push(poll.key(vote.choice));
         rows.keyed_referrals.push(vote.referral.as_deref());
     }
     (rows, leaders)
+}
+
+/// Takes out of `votes` every vote of a device that already has one
+/// earlier in `votes`, in order: they go into the next round.
+fn repeated_devices(votes: &mut Vec<PendingVote>) -> Vec<PendingVote> {
+    if votes.iter().all(|p| p.vote.device.is_none()) {
+        return Vec::new();
+    }
+    let mut seen = HashSet::new();
+    let (mut now, mut later) = (Vec::with_capacity(votes.len()), Vec::new());
+    for pending in votes.drain(..) {
+        match pending.vote.device.as_deref() {
+            Some(device) if !seen.insert(device.to_owned()) => later.push(pending),
+            _ => now.push(pending),
+        }
+    }
+    *votes = now;
+    later
 }
 
 /// A random starting batch id, so replicas started together (every container
@@ -604,9 +728,53 @@ mod tests {
                 choice,
                 referral: None,
                 key: key.map(str::to_owned),
+                device: None,
             },
             reply: oneshot::channel().0,
         }
+    }
+
+    fn from_device(choice: Choice, device: &str) -> PendingVote {
+        let mut vote = pending(choice, None);
+        vote.vote.device = Some(device.to_owned());
+        vote
+    }
+
+    #[test]
+    fn a_device_votes_once_per_round_in_the_order_it_came() {
+        let mut votes = vec![
+            from_device(c("ai"), "d1"),
+            pending(c("print"), None),
+            from_device(c("print"), "d1"),
+            from_device(c("stare"), "d2"),
+            from_device(c("revert"), "d1"),
+        ];
+        let later = repeated_devices(&mut votes);
+        let keys = |votes: &[PendingVote]| -> Vec<(String, Option<String>)> {
+            votes
+                .iter()
+                .map(|p| {
+                    (
+                        Poll::seed().key(p.vote.choice).to_owned(),
+                        p.vote.device.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(keys(&votes).len(), 3);
+        assert_eq!(
+            keys(&later),
+            [
+                ("print".to_owned(), Some("d1".to_owned())),
+                ("revert".to_owned(), Some("d1".to_owned()))
+            ]
+        );
+        let poll = Poll::seed();
+        let (rows, leaders) = batch_rows(&poll, &votes);
+        assert_eq!(rows.choices, ["print"], "devices are not plain votes");
+        let devices: Vec<_> = rows.devices.iter().map(|d| (d.device, d.choice)).collect();
+        assert_eq!(devices, [("d1", "ai"), ("d2", "stare")], "sorted by device");
+        assert_eq!(leaders, [true, true, true]);
     }
 
     #[test]
@@ -664,7 +832,7 @@ mod tests {
                 },
             ),
         ]));
-        let answers: Vec<String> = outcomes(&poll, &votes, &leaders, &found, 7)
+        let answers: Vec<String> = outcomes(&poll, &votes, &leaders, &found, None, 7)
             .iter()
             .map(|o| format!("{o:?}"))
             .collect();
@@ -680,7 +848,7 @@ mod tests {
                 "Err(Unavailable)",
             ]
         );
-        let unknown = outcomes(&poll, &votes, &leaders, &KeyOwners::Unknown, 7);
+        let unknown = outcomes(&poll, &votes, &leaders, &KeyOwners::Unknown, None, 7);
         assert!(
             matches!(unknown[0], Ok(Recorded::Stored)),
             "unkeyed votes are stored"

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_poll_keys",
         include_str!("../../db/migrations/0006_poll_keys.sql"),
     ),
+    (
+        "0007_devices",
+        include_str!("../../db/migrations/0007_devices.sql"),
+    ),
 ];
 
 /// The app's schema first (0005 moves every table there; the chart's init

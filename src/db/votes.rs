@@ -1,8 +1,11 @@
 //! `votes`, `vote_batches` and `vote_totals`: the group-commit insert with
 //! its idempotency keys and the totals it changes in the same transaction,
 //! the fence that settles a batch given up on, the totals' copies and the
-//! reset. Only the PersistenceWriter writes here.
+//! reset, and the devices of `ONE_VOTE_PER_DEVICE` (one row each, changed
+//! in place, the change moving one count between shards in the same
+//! transaction). Only the PersistenceWriter writes here.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -37,6 +40,42 @@ pub struct BatchRows<'a> {
     pub keyed_choices: Vec<&'a str>,
     pub keyed_referrals: Vec<Option<&'a str>>,
     pub keys: Vec<&'a str>,
+    /// Votes of devices (`ONE_VOTE_PER_DEVICE`): one per device, sorted by
+    /// device id so that replicas lock device rows in the same order.
+    pub devices: Vec<DeviceVote<'a>>,
+}
+
+/// One device's vote in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceVote<'a> {
+    pub device: &'a str,
+    pub choice: &'a str,
+    pub referral: Option<&'a str>,
+    pub key: Option<&'a str>,
+}
+
+/// What a device's vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// The device's first vote: stored and counted.
+    New,
+    /// The device voted for the same choice again: nothing changed.
+    Same,
+    /// The device's vote moved from this choice (its key as stored).
+    Changed(String),
+    /// Its idempotency key is stored with this choice already.
+    Replayed,
+    /// Its idempotency key is stored with another choice.
+    KeyReused,
+}
+
+/// What the device votes of a committed batch did, and the totals of the
+/// other shards they changed (a change takes its old choice off the shard
+/// that counted it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    pub outcomes: HashMap<String, DeviceOutcome>,
+    pub copies: Vec<ShardCopy>,
 }
 
 /// What an insert attempt found.
@@ -48,6 +87,7 @@ pub enum Inserted {
     Now {
         copy: ShardCopy,
         keys: Option<Vec<(String, KeyedVote)>>,
+        devices: Devices,
     },
     /// An earlier attempt of this batch had committed.
     Before,
@@ -81,7 +121,11 @@ pub async fn insert_batch(
             drop(Object::take(client));
             Ok(Inserted::Before)
         }
-        result => finish(client, result).map(|(copy, keys)| Inserted::Now { copy, keys }),
+        result => finish(client, result).map(|(copy, keys, devices)| Inserted::Now {
+            copy,
+            keys,
+            devices,
+        }),
     }
 }
 
@@ -116,7 +160,7 @@ async fn insert_in_transaction(
     batch_id: i64,
     rows: &BatchRows<'_>,
     deadline: Instant,
-) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>), Step> {
+) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>, Devices), Step> {
     // The shard's new counts are computed in the UPDATE itself, so a
     // concurrent writer of the same shard is re-read, never overwritten.
     let prepare = client.prepare_cached(
@@ -170,6 +214,14 @@ async fn insert_in_transaction(
     cancel_after(client, deadline, client.batch_execute("BEGIN"))
         .await
         .map_err(Step::BeforeCommit)?;
+    // Devices first: the batch's own statement then returns this shard's
+    // totals with their changes in it. A repeated attempt of a committed
+    // batch finds its devices stored with their choices (nothing to do),
+    // then conflicts on its batch row below, as any batch does.
+    let mut devices = store_devices(client, writer, batch_id, rows, deadline)
+        .await
+        .map_err(Step::BeforeCommit)?;
+    devices.copies.retain(|c| c.shard != writer.shard);
     let row = cancel_after(client, deadline, client.query_one(&stmt, &params))
         .await
         .map_err(Step::BeforeCommit)?;
@@ -191,7 +243,226 @@ async fn insert_in_transaction(
     cancel_after(client, deadline, client.batch_execute("COMMIT"))
         .await
         .map_err(Step::Commit)?;
-    Ok((copy, keys))
+    Ok((copy, keys, devices))
+}
+
+/// Stores the batch's device votes inside its transaction (one device
+/// vote is one row of `votes`, so `SELECT choice, count(*)` stays equal to
+/// the totals): a new device inserts its row, counted in this writer's
+/// shard; a change rewrites the row and moves one from the old choice on
+/// the shard that counted it to the new one on this shard. Device rows are
+/// locked in device order, then the shards in shard order, so two replicas
+/// changing devices never wait on each other in a cycle. A device inserted
+/// meanwhile by another replica makes the insert fail, and the retried
+/// batch then finds it: a change, never a second row.
+async fn store_devices(
+    client: &Object,
+    writer: Writer,
+    batch_id: i64,
+    rows: &BatchRows<'_>,
+    deadline: Instant,
+) -> Result<Devices, DbError> {
+    let mut out = Devices::default();
+    if rows.devices.is_empty() {
+        return Ok(out);
+    }
+    let keys: Vec<&str> = rows.devices.iter().filter_map(|d| d.key).collect();
+    let stored: HashMap<String, KeyedVote> = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        keyed_votes(client, &keys, deadline)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut live = Vec::with_capacity(rows.devices.len());
+    for vote in &rows.devices {
+        // A known key is answered from its stored vote, as for any vote.
+        match vote.key.and_then(|k| stored.get(k)) {
+            Some(v) if v.choice == vote.choice => {
+                out.outcomes
+                    .insert(vote.device.to_owned(), DeviceOutcome::Replayed);
+            }
+            Some(_) => {
+                out.outcomes
+                    .insert(vote.device.to_owned(), DeviceOutcome::KeyReused);
+            }
+            None => live.push(vote),
+        }
+    }
+    if live.is_empty() {
+        return Ok(out);
+    }
+
+    let ids: Vec<&str> = live.iter().map(|d| d.device).collect();
+    let stmt = cancel_after(
+        client,
+        deadline,
+        client.prepare_cached(
+            "SELECT device_id, choice, shard FROM votes
+             WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE",
+        ),
+    )
+    .await?;
+    let mut found = HashMap::new();
+    for row in cancel_after(client, deadline, client.query(&stmt, &[&ids])).await? {
+        let device: String = row.try_get(0)?;
+        let choice: String = row.try_get(1)?;
+        let shard: Option<i32> = row.try_get(2)?;
+        // Every device row is stored with its shard; NULL would be a row
+        // from outside the app, counted (if at all) nowhere in particular.
+        found.insert(device, (choice, shard.unwrap_or(writer.shard)));
+    }
+
+    // shard -> choice key -> change of its count
+    let mut deltas: BTreeMap<i32, BTreeMap<&str, i64>> = BTreeMap::new();
+    let (mut new, mut changed) = (Vec::new(), Vec::new());
+    for vote in live {
+        let outcome = match found.get(vote.device) {
+            None => {
+                new.push(vote);
+                DeviceOutcome::New
+            }
+            Some((old, _)) if old == vote.choice => DeviceOutcome::Same,
+            Some((old, shard)) => {
+                changed.push(vote);
+                *deltas.entry(*shard).or_default().entry(old).or_default() -= 1;
+                DeviceOutcome::Changed(old.clone())
+            }
+        };
+        if outcome != DeviceOutcome::Same {
+            *deltas
+                .entry(writer.shard)
+                .or_default()
+                .entry(vote.choice)
+                .or_default() += 1;
+        }
+        out.outcomes.insert(vote.device.to_owned(), outcome);
+    }
+    if deltas.is_empty() {
+        return Ok(out);
+    }
+
+    let shards: Vec<i32> = deltas.keys().copied().collect();
+    let stmt = cancel_after(
+        client,
+        deadline,
+        client.prepare_cached(
+            "SELECT shard FROM vote_totals WHERE shard = ANY($1::int[]) ORDER BY shard FOR UPDATE",
+        ),
+    )
+    .await?;
+    cancel_after(client, deadline, client.query(&stmt, &[&shards])).await?;
+
+    for (votes, sql) in [
+        (
+            &new,
+            "INSERT INTO votes (choice, referral_code, idempotency_key, device_id, batch_id, shard)
+             SELECT c, r, k, d, $5, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(c, r, k, d)",
+        ),
+        (
+            &changed,
+            "UPDATE votes AS v
+             SET choice = t.c, referral_code = t.r,
+                 idempotency_key = coalesce(t.k, v.idempotency_key),
+                 batch_id = $5, shard = $6
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(c, r, k, d)
+             WHERE v.device_id = t.d",
+        ),
+    ] {
+        if votes.is_empty() {
+            continue;
+        }
+        let (choices, referrals, keys, devices) = device_columns(votes);
+        let stmt = cancel_after(client, deadline, client.prepare_cached(sql)).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &choices,
+            &referrals,
+            &keys,
+            &devices,
+            &batch_id,
+            &writer.shard,
+        ];
+        cancel_after(client, deadline, client.execute(&stmt, &params)).await?;
+    }
+
+    let (mut at, mut keys, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+    for (shard, changes) in &deltas {
+        for (key, n) in changes {
+            at.push(*shard);
+            keys.push(*key);
+            counts.push(*n);
+        }
+    }
+    let stmt = cancel_after(
+        client,
+        deadline,
+        client.prepare_cached(
+            "WITH d AS (
+                 SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[]) AS t(sh, k, n)
+             ), changed AS (
+                 UPDATE vote_totals AS s
+                 SET version = s.version + 1,
+                     counts = (SELECT coalesce(jsonb_object_agg(k, n), '{}')
+                               FROM (SELECT k, sum(n)::bigint AS n
+                                     FROM (SELECT key AS k, value::bigint AS n
+                                           FROM jsonb_each_text(s.counts)
+                                           UNION ALL SELECT d.k, d.n FROM d WHERE d.sh = s.shard) AS u
+                                     GROUP BY k) AS g)
+                 WHERE s.shard IN (SELECT sh FROM d)
+                 RETURNING s.shard, s.epoch, s.version, s.counts
+             )
+             SELECT shard, epoch, version,
+                    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
+                    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)
+             FROM changed",
+        ),
+    )
+    .await?;
+    let changed = cancel_after(
+        client,
+        deadline,
+        client.query(&stmt, &[&at, &keys, &counts]),
+    )
+    .await?;
+    out.copies = changed
+        .iter()
+        .map(|row| shard_copy(row, 0))
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// Device votes as columns for `unnest`: choices, referrals, keys, devices.
+type DeviceColumns<'a> = (
+    Vec<&'a str>,
+    Vec<Option<&'a str>>,
+    Vec<Option<&'a str>>,
+    Vec<&'a str>,
+);
+
+fn device_columns<'a>(votes: &[&DeviceVote<'a>]) -> DeviceColumns<'a> {
+    (
+        votes.iter().map(|d| d.choice).collect(),
+        votes.iter().map(|d| d.referral).collect(),
+        votes.iter().map(|d| d.key).collect(),
+        votes.iter().map(|d| d.device).collect(),
+    )
+}
+
+/// The choice stored for `device` (its key as stored), if it voted.
+pub async fn device_choice(
+    pool: &deadpool_postgres::Pool,
+    device: &str,
+) -> Result<Option<String>, DbError> {
+    super::within(LOOKUP_TIMEOUT, async {
+        let client = pool.get().await?;
+        let stmt = client
+            .prepare_cached("SELECT choice FROM votes WHERE device_id = $1")
+            .await?;
+        let row = client.query_opt(&stmt, &[&device]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    })
+    .await
 }
 
 /// A `vote_totals` row read as (shard, epoch, version, keys[], counts[])

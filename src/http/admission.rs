@@ -12,15 +12,19 @@
 //! that still has no slot after `ADMISSION_WAIT` is answered `503`. The
 //! accept loop alone owns the `Registry` of admitted connections; each
 //! connection shares only its `Slot` (atomics and one short lock) with it.
+//!
+//! The stream budget keeps a share for the projector (`STREAM_RESERVE`):
+//! only a screen with a signed screen ticket may take those slots, so a flood
+//! of anonymous streams never locks the speaker's screen out.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_STREAM_RESERVE};
 
 /// Open files kept for everything that is not a client connection: the
 /// listener, PostgreSQL and Redis connections, the runtime, log files.
@@ -78,12 +82,29 @@ impl Budgets {
     }
 }
 
+/// The stream slots kept for screen tickets: `STREAM_RESERVE` when set
+/// (config.rs keeps it below `MAX_STREAMS`; below a derived budget here),
+/// else `DEFAULT_STREAM_RESERVE` but at most a quarter of the budget, so a
+/// small budget (a laptop, a test) still leaves most slots to anyone.
+pub fn stream_reserve(config: &Config, budgets: Budgets) -> usize {
+    match config.stream_reserve {
+        Some(n) => n.min(budgets.streams.saturating_sub(1)),
+        None => DEFAULT_STREAM_RESERVE.min(budgets.streams / 4),
+    }
+}
+
 /// The two budgets of one server, and the connections waiting for the
 /// general one.
 pub struct Admission {
     pub budgets: Budgets,
     others: Arc<Semaphore>,
+    /// The stream budget but the reserve: any screen.
     streams: Arc<Semaphore>,
+    /// The reserve: screens with a valid screen ticket only. Two semaphores,
+    /// not one with a threshold, so that concurrent anonymous screens can
+    /// never take a reserved slot between a check and an acquire.
+    reserve: Arc<Semaphore>,
+    reserved: usize,
     pending: Arc<Semaphore>,
     pending_places: usize,
     /// Zero of every `Slot`'s clock.
@@ -140,10 +161,28 @@ impl Admission {
             budgets,
             others: Arc::new(Semaphore::new(budgets.others)),
             streams: Arc::new(Semaphore::new(budgets.streams)),
+            reserve: Arc::new(Semaphore::new(0)),
+            reserved: 0,
             pending: Arc::new(Semaphore::new(pending)),
             pending_places: pending,
             epoch: Instant::now(),
         }
+    }
+
+    /// Keeps `reserve` of the stream budget (capped to it) for screen tickets.
+    pub fn with_stream_reserve(self, reserve: usize) -> Admission {
+        let reserve = reserve.min(self.budgets.streams);
+        Admission {
+            streams: Arc::new(Semaphore::new(self.budgets.streams - reserve)),
+            reserve: Arc::new(Semaphore::new(reserve)),
+            reserved: reserve,
+            ..self
+        }
+    }
+
+    /// Stream slots kept for screen tickets.
+    pub fn stream_reserve(&self) -> usize {
+        self.reserved
     }
 
     /// The registry of one accept loop using this admission.
@@ -193,12 +232,15 @@ impl Admission {
         slot
     }
 
-    /// Moves `slot`'s connection into the stream budget. `None` when the
-    /// stream budget is full: the connection keeps its general slot.
-    pub fn stream(&self, slot: Option<&Slot>) -> Option<StreamSlot> {
-        let permit = match self.streams.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => return None,
+    /// Moves `slot`'s connection into the stream budget; a screen with a
+    /// valid ticket (`ticketed`) takes a reserved slot first, then any.
+    /// `None` when no slot it may use is free: the connection keeps its
+    /// general slot.
+    pub fn stream(&self, slot: Option<&Slot>, ticketed: bool) -> Option<StreamSlot> {
+        let take = |budget: &Arc<Semaphore>| budget.clone().try_acquire_owned().ok();
+        let permit = match ticketed {
+            true => take(&self.reserve).or_else(|| take(&self.streams))?,
+            false => take(&self.streams)?,
         };
         if let Some(slot) = slot {
             slot.release();
@@ -206,15 +248,18 @@ impl Admission {
         Some(StreamSlot(permit))
     }
 
-    /// Whether a stream would be admitted right now (for `HEAD /stream`).
-    pub fn has_stream_room(&self) -> bool {
-        self.streams.available_permits() > 0
+    /// Whether a stream would be admitted right now (for `HEAD /stream`),
+    /// for a screen with (`ticketed`) or without a valid ticket.
+    pub fn has_stream_room(&self, ticketed: bool) -> bool {
+        self.streams.available_permits() > 0 || (ticketed && self.reserve.available_permits() > 0)
     }
 
-    /// Connections held in the general and the stream budget.
+    /// Connections held in the general and the stream budget (the reserve included).
     pub fn in_use(&self) -> Budgets {
         Budgets {
-            streams: self.budgets.streams - self.streams.available_permits(),
+            streams: self.budgets.streams
+                - self.streams.available_permits()
+                - self.reserve.available_permits(),
             others: self.budgets.others - self.others.available_permits(),
         }
     }
@@ -514,7 +559,9 @@ mod tests {
             }
         );
 
-        let stream = admission.stream(Some(&first)).expect("room for one stream");
+        let stream = admission
+            .stream(Some(&first), false)
+            .expect("room for one stream");
         assert_eq!(
             admission.in_use(),
             Budgets {
@@ -522,8 +569,8 @@ mod tests {
                 others: 1
             }
         );
-        assert!(!admission.has_stream_room());
-        assert!(admission.stream(Some(&second)).is_none());
+        assert!(!admission.has_stream_room(false));
+        assert!(admission.stream(Some(&second), false).is_none());
         assert_eq!(
             admission.in_use(),
             Budgets {
@@ -542,6 +589,53 @@ mod tests {
                 others: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn the_reserve_admits_only_ticketed_screens() {
+        let admission = Admission::new(Budgets {
+            streams: 3,
+            others: 1,
+        })
+        .with_stream_reserve(1);
+        let anonymous: Vec<_> = (0..2)
+            .map(|_| admission.stream(None, false).expect("the open share"))
+            .collect();
+        assert!(
+            admission.stream(None, false).is_none(),
+            "the reserve is kept"
+        );
+        assert!(!admission.has_stream_room(false));
+        assert!(admission.has_stream_room(true));
+        let projector = admission.stream(None, true).expect("the reserve");
+        assert!(!admission.has_stream_room(true));
+        assert!(admission.stream(None, true).is_none(), "all three in use");
+        assert_eq!(admission.in_use().streams, 3);
+        drop(anonymous);
+        // A ticket may also use the open share once the reserve is taken.
+        let second = admission.stream(None, true).expect("the open share");
+        assert_eq!(admission.in_use().streams, 2);
+        drop((projector, second));
+        assert_eq!(admission.in_use().streams, 0);
+    }
+
+    #[test]
+    fn the_default_reserve_is_at_most_a_quarter_of_the_budget() {
+        let budgets = |streams| Budgets { streams, others: 1 };
+        let mut config = config(None, None);
+        assert_eq!(
+            stream_reserve(&config, budgets(18_000)),
+            DEFAULT_STREAM_RESERVE
+        );
+        assert_eq!(stream_reserve(&config, budgets(3)), 0);
+        assert_eq!(stream_reserve(&config, budgets(40)), 10);
+        config.stream_reserve = Some(5);
+        assert_eq!(
+            stream_reserve(&config, budgets(3)),
+            2,
+            "one stays open to all"
+        );
+        assert_eq!(stream_reserve(&config, budgets(100)), 5);
     }
 
     fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
@@ -594,7 +688,7 @@ mod tests {
         let now = millis(IDLE_GRACE) - 1;
         assert_eq!(registry.evict_one(now), Some(slots[0].seq));
         // A connection that gave its slot to a stream is no candidate.
-        assert!(admission.stream(Some(&slots[1])).is_some());
+        assert!(admission.stream(Some(&slots[1]), false).is_some());
         assert_eq!(registry.evict_one(now), Some(slots[2].seq));
     }
 

@@ -59,6 +59,8 @@ pub struct AppState {
     pub readiness: handlers::probes::Readiness,
     /// The projector page's QR codes, drawn once per host.
     pub qr_codes: crate::views::qr::QrCache,
+    /// Signs and checks screen tickets and device cookies (the key every replica shares).
+    pub signer: crate::signing::Signer,
 }
 
 /// Serves until `shutdown` is cancelled, then drains connections.

@@ -31,6 +31,7 @@ pub enum Endpoint {
     Admin,
     AdminReset,
     AdminResults,
+    AdminScreen,
     AdminExport,
     AdminTimelineCsv,
     Timeline,
@@ -55,6 +56,7 @@ impl Endpoint {
             Endpoint::Admin => "/admin",
             Endpoint::AdminReset => "/admin/reset",
             Endpoint::AdminResults => "/admin/results",
+            Endpoint::AdminScreen => "/admin/screen",
             Endpoint::AdminExport => "/admin/export.csv",
             Endpoint::AdminTimelineCsv => "/admin/timeline.csv",
             Endpoint::Timeline => "/timeline",
@@ -104,6 +106,7 @@ pub fn resolve(path: &str) -> Option<(Endpoint, Allowed)> {
         "/admin" => (Endpoint::Admin, Allowed::Get),
         "/admin/reset" => (Endpoint::AdminReset, Allowed::Post),
         "/admin/results" => (Endpoint::AdminResults, Allowed::Post),
+        "/admin/screen" => (Endpoint::AdminScreen, Allowed::Post),
         "/admin/export.csv" => (Endpoint::AdminExport, Allowed::Get),
         "/admin/timeline.csv" => (Endpoint::AdminTimelineCsv, Allowed::Get),
         "/timeline" => (Endpoint::Timeline, Allowed::Get),
@@ -291,7 +294,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     use handlers::*;
     match endpoint {
-        Endpoint::Index => Ok(pages::index(state, &req)),
+        Endpoint::Index => Ok(pages::index(state, &req).await),
         Endpoint::Vote => vote::vote(state, req).await,
         Endpoint::Thanks => Ok(pages::thanks(state, &req)),
         Endpoint::Votes => Ok(console::votes(state)),
@@ -300,6 +303,7 @@ async fn dispatch(
         Endpoint::Admin => Ok(pages::admin(state, &req)),
         Endpoint::AdminReset => admin::reset(state, req).await,
         Endpoint::AdminResults => console::results_visibility(state, req).await,
+        Endpoint::AdminScreen => admin::screen(state, req).await,
         Endpoint::AdminExport => console::export_csv(state, &req).await,
         Endpoint::AdminTimelineCsv => console::timeline_csv(state, &req).await,
         Endpoint::Timeline => console::timeline_page(state, &req).await,

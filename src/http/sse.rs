@@ -51,14 +51,15 @@ struct State {
 /// `HEAD /stream` answers whether a screen would be admitted now, without
 /// taking a slot: the results page asks it before reconnecting.
 pub fn serve<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
+    let ticketed = has_screen_ticket(state, req);
     if req.method() == Method::HEAD {
-        return match state.admission.has_stream_room() {
+        return match state.admission.has_stream_room(ticketed) {
             true => with_sse_headers(Response::new(body::full(""))),
             false => refused(&state.metrics),
         };
     }
     let conn = req.extensions().get::<Arc<Slot>>().map(Arc::as_ref);
-    match state.admission.stream(conn) {
+    match state.admission.stream(conn, ticketed) {
         Some(slot) => response(
             &state.actors.broadcaster,
             state.metrics.clone(),
@@ -67,6 +68,22 @@ pub fn serve<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
         ),
         None => refused(&state.metrics),
     }
+}
+
+/// Whether the request carries a valid, unexpired screen ticket
+/// (`?screen=`): it may use the stream reserve. Anything else is an
+/// anonymous screen.
+fn has_screen_ticket<B>(state: &AppState, req: &Request<B>) -> bool {
+    #[derive(serde::Deserialize, Default)]
+    struct Query {
+        screen: Option<String>,
+    }
+    let query: Query = body::query(req.uri().query());
+    query.screen.is_some_and(|t| {
+        state
+            .signer
+            .valid_screen_ticket(&t, std::time::SystemTime::now())
+    })
 }
 
 /// The stream budget is full: a quick answer that costs no slot.
@@ -192,7 +209,7 @@ mod tests {
             streams: 1,
             others: 1,
         })
-        .stream(None)
+        .stream(None, false)
         .expect("a free slot");
         let body = response(&handle, metrics.clone(), CancellationToken::new(), slot).into_body();
         Screen {

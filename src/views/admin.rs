@@ -133,13 +133,36 @@ fn active_poll(page: &Page) -> Markup {
 fn console_links(view: &Admin) -> Markup {
     html! {
         p class="actions" {
-            a class="btn btn--ghost" href=(view.page.link("/timeline")) { "Incident timeline" }
+            a class="btn" href=(view.page.screen_link("/results")) { "Projector: live results" }
+            a class="btn btn--ghost" href=(view.page.screen_link("/timeline")) { "Incident timeline" }
             a class="btn btn--ghost" href="/admin/export.csv" download { "Votes (CSV)" }
             a class="btn btn--ghost" href="/admin/timeline.csv" download { "Timeline (CSV)" }
+        }
+        @if view.page.screen.is_some() {
+            p class="hint" { "Open the projector from these links: they keep it a seat among the screens for 24 hours, renewed at every reload." }
+        } @else if view.token_required {
+            // The browser sends no token with GET /admin: the ticket comes
+            // from a form post, as for the other admin actions.
+            form method="post" action=(screen_action(view.page)) class="stack" {
+                label for="screen-token" { "Admin token" }
+                input type="password" id="screen-token" name="token" required autocomplete="current-password" spellcheck="false";
+                p class="actions" {
+                    button type="submit" class="btn" { "Open the projector" }
+                }
+                p class="hint" { "It keeps the projector a seat among the screens for 24 hours, renewed at every reload." }
+            }
         }
         @if view.token_required {
             p class="hint" { "The downloads need the admin token: " code { "curl -H \"Authorization: Bearer $ADMIN_TOKEN\" …/admin/export.csv" } }
         }
+    }
+}
+
+/// The projector form's target, keeping the branding.
+fn screen_action(page: &Page) -> String {
+    match page.conference {
+        Some(conf) => format!("/admin/screen?conf={}", conf.key()),
+        None => "/admin/screen".into(),
     }
 }
 

@@ -41,7 +41,8 @@ pub fn page(page: &Page, chrome: &Chrome, body: Markup) -> Markup {
                     script src=(url(script)) defer {}
                 }
             }
-            body class=(chrome.class) {
+            // The screen ticket for the page's scripts (CSP forbids inline ones).
+            body class=(chrome.class) data-screen=[page.screen.as_deref()] {
                 a class="skip" href="#main" { "Skip to content" }
                 header class="masthead" {
                     (sign::sign(page.conference))

@@ -29,6 +29,10 @@ pub struct Page {
     pub referral: Option<String>,
     /// The active poll (the seed's by default).
     pub poll: Arc<Poll>,
+    /// A fresh screen ticket, on the projector's pages opened with a valid
+    /// one and on an authorised `/admin`: the page's scripts pass it to
+    /// `/stream` (the stream reserve), its screen links carry it.
+    pub screen: Option<String>,
 }
 
 impl Page {
@@ -49,6 +53,20 @@ impl Page {
     /// `path` with this page's context appended.
     pub fn link(&self, path: &str) -> String {
         format!("{path}{}", self.carry_query())
+    }
+
+    /// `link(path)` plus this page's screen ticket, for the links from one
+    /// projector page to another (never for a page a phone is sent to).
+    pub fn screen_link(&self, path: &str) -> String {
+        let link = self.link(path);
+        match &self.screen {
+            None => link,
+            Some(ticket) => {
+                let sep = if link.contains('?') { '&' } else { '?' };
+                let query = serde_urlencoded::to_string([("screen", ticket)]).unwrap_or_default();
+                format!("{link}{sep}{query}")
+            }
+        }
     }
 
     /// The same context as hidden form fields, for every form a page posts.
@@ -80,6 +98,21 @@ mod tests {
             "/results?referral=a+b%26c&conf=kubecon"
         );
         assert_eq!(Page::default().link("/"), "/");
+    }
+
+    #[test]
+    fn screen_links_carry_the_ticket_and_plain_links_do_not() {
+        let page = Page {
+            conference: Some(Conference::Kubecon),
+            screen: Some("screen.1.ab".into()),
+            ..Page::default()
+        };
+        assert_eq!(
+            page.screen_link("/results"),
+            "/results?conf=kubecon&screen=screen.1.ab"
+        );
+        assert_eq!(page.link("/"), "/?conf=kubecon");
+        assert_eq!(Page::default().screen_link("/timeline"), "/timeline");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn page(view: &TimelinePage) -> Markup {
                 div class="tl-head" {
                     h1 id="tl-heading" class="tl-heading" { "Incident timeline" }
                     p class="tl-links" {
-                        a href=(view.page.link("/results")) { "Live results" }
+                        a href=(view.page.screen_link("/results")) { "Live results" }
                         " · "
                         a href="/timeline.json" { "JSON" }
                         " · "

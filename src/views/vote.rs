@@ -21,9 +21,21 @@ pub fn fresh_vote_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the vote page knows of its request.
+pub struct VotePage<'a> {
+    pub page: &'a Page,
+    /// `ONE_VOTE_PER_DEVICE`: a later vote changes this device's choice.
+    pub one_per_device: bool,
+    /// The choice this device's cookie voted for, if any.
+    pub voted: Option<Choice>,
+}
+
 /// The vote form: one button per choice; hidden fields keep referral and
-/// conf, and a fresh `vote_id` is rendered with every page.
-pub fn vote(page: &Page) -> Markup {
+/// conf, and a fresh `vote_id` is rendered with every page. With one vote
+/// per device, the page says what this device voted (read from its
+/// cookie, so also after a form post without JavaScript).
+pub fn vote(view: &VotePage) -> Markup {
+    let page = view.page;
     layout::page(
         page,
         &Chrome {
@@ -38,6 +50,15 @@ pub fn vote(page: &Page) -> Markup {
                 @if let Some(referral) = &page.referral {
                     p class="referral" { "Referral code: " strong { (referral) } }
                 }
+                @if view.one_per_device {
+                    // vote.js fills it in after a vote sent with JavaScript.
+                    p id="you-voted" class="referral" hidden[view.voted.is_none()] {
+                        "You voted: " strong id="you-voted-choice" {
+                            @if let Some(choice) = view.voted { (page.poll.label(choice)) }
+                        }
+                        " — tap another to change"
+                    }
+                }
             }
             form method="post" action="/vote" id="vote-form" class="choices" aria-labelledby="question" {
                 input type="hidden" name="vote_id" value=(fresh_vote_id());
@@ -50,21 +71,23 @@ pub fn vote(page: &Page) -> Markup {
                 }
             }
             p id="vote-status" class="vote-status" role="status" aria-live="polite" {}
-            (confirmation(page))
+            (confirmation(page, view.one_per_device))
             (failure_dialog())
         },
     )
 }
 
 /// Shown by `vote.js` after an accepted vote (the choice is filled in).
-fn confirmation(page: &Page) -> Markup {
+fn confirmation(page: &Page, one_per_device: bool) -> Markup {
     html! {
         section id="confirm" class="confirm" hidden aria-labelledby="confirm-title" tabindex="-1" {
             h2 id="confirm-title" class="graffiti" { "Vote counted!" }
             p class="confirm__choice" { "You picked: " strong id="confirm-choice" {} }
             p class="actions" {
                 a class="btn" href=(page.link("/results")) { "See the live results" }
-                button type="button" id="vote-again" class="btn btn--ghost" { "Vote again" }
+                button type="button" id="vote-again" class="btn btn--ghost" {
+                    @if one_per_device { "Change my vote" } @else { "Vote again" }
+                }
             }
         }
     }
@@ -174,7 +197,12 @@ mod tests {
             referral: Some("\"><script>alert(1)</script>".into()),
             ..Page::default()
         };
-        let html = vote(&page).into_string();
+        let html = vote(&VotePage {
+            page: &page,
+            one_per_device: false,
+            voted: None,
+        })
+        .into_string();
         assert!(!html.contains("<script>alert"));
         assert!(html.contains("&quot;&gt;&lt;script&gt;"));
         assert_eq!(html.matches("name=\"choice\"").count(), 5);
@@ -196,7 +224,12 @@ mod tests {
             detail: "Service degraded: referral cache exhausted (11 entries).".into(),
         };
         for html in [
-            vote(&page).into_string(),
+            vote(&VotePage {
+                page: &page,
+                one_per_device: true,
+                voted: page.poll.choice("ai"),
+            })
+            .into_string(),
             thanks(&page, page.poll.choice("stare").expect("seed key")).into_string(),
             refused(&view).into_string(),
         ] {
@@ -231,6 +264,38 @@ mod tests {
     }
 
     #[test]
+    fn the_page_says_what_this_device_voted_escaped() {
+        let poll = crate::poll::Poll::parse(
+            "question = \"Q?\"\n[[option]]\nkey = \"a\"\nlabel = \"<b>Tom & \\\"Jerry's\\\"\"\n[[option]]\nkey = \"b\"\nlabel = \"B\"\n",
+        )
+        .expect("valid poll");
+        let page = Page {
+            poll: std::sync::Arc::new(poll),
+            ..Page::default()
+        };
+        let mut view = VotePage {
+            page: &page,
+            one_per_device: true,
+            voted: page.poll.choice("a"),
+        };
+        let html = vote(&view).into_string();
+        assert!(
+            html.contains("You voted: <strong id=\"you-voted-choice\">&lt;b&gt;Tom &amp; &quot;Jerry's&quot;</strong> — tap another to change"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>Tom"));
+        assert!(html.contains("Change my vote"));
+        view.voted = None;
+        assert!(
+            vote(&view)
+                .into_string()
+                .contains(r#"<p id="you-voted" class="referral" hidden>"#)
+        );
+        view.one_per_device = false;
+        assert!(!vote(&view).into_string().contains("you-voted"));
+    }
+
+    #[test]
     fn every_vote_page_carries_a_fresh_vote_id() {
         let id = |html: &str| {
             let at = html
@@ -240,9 +305,14 @@ mod tests {
             html[at..at + 32].to_owned()
         };
         let page = Page::default();
+        let view = VotePage {
+            page: &page,
+            one_per_device: false,
+            voted: None,
+        };
         let (a, b) = (
-            id(&vote(&page).into_string()),
-            id(&vote(&page).into_string()),
+            id(&vote(&view).into_string()),
+            id(&vote(&view).into_string()),
         );
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");

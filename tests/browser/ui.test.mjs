@@ -13,10 +13,14 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.BASE_URL;
+// The same binary with ONE_VOTE_PER_DEVICE=yes and no ADMIN_TOKEN (so /admin
+// from this machine hands out screen tickets).
+const DEVICE = process.env.DEVICE_URL;
 const ADMIN_TOKEN = process.env.ADMIN_TOKEN || "";
 const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 if (!BASE) throw new Error("BASE_URL is not set: run through scripts/browser-test");
+if (!DEVICE) throw new Error("DEVICE_URL is not set: run through scripts/browser-test");
 const ORIGIN = new URL(BASE).origin;
 
 const PARTNER = "conf-partner-2026";
@@ -767,6 +771,81 @@ test("a phone's first visit to / transfers at most 36 KB (cold cache, compressed
   const css = responses.find((r) => r.url().includes("/static/app."));
   assert.equal(await css.headerValue("content-encoding"), "gzip");
   assert.match(await css.headerValue("cache-control"), /immutable/);
+});
+
+test("one vote per phone: the page says what this phone voted, a tap changes it, with and without JavaScript", async () => {
+  const deviceCounts = async () => (await (await fetch(DEVICE + "/votes")).json());
+  const start = await deviceCounts();
+  const youVoted = (label) => `You voted: ${label} — tap another to change`;
+
+  const { page } = await open({ ...SMALL_PHONE, baseURL: DEVICE });
+  await page.goto("/");
+  assert.equal(await page.locator("#you-voted").isHidden(), true, "no vote yet: nothing said");
+  await page.getByRole("button", { name: LABELS.print }).tap();
+  await page.getByRole("heading", { name: "Vote counted!" }).waitFor({ timeout: WAIT });
+  await page.getByRole("button", { name: "Change my vote" }).tap();
+  await page.locator("#you-voted", { hasText: youVoted(LABELS.print) }).waitFor({ timeout: WAIT });
+  await page.getByRole("button", { name: LABELS.ai }).tap();
+  await page.getByRole("heading", { name: "Vote changed!" }).waitFor({ timeout: WAIT });
+  assert.match(await page.locator("#vote-status").textContent(), /Vote changed: Ask an AI/);
+  // A reload asks the server, which reads the cookie.
+  await page.reload();
+  await page.locator("#you-voted", { hasText: youVoted(LABELS.ai) }).waitFor({ timeout: WAIT });
+  assert.deepEqual(await contrastFailures(page, ["#you-voted", "#you-voted strong"]), []);
+  let now = await deviceCounts();
+  assert.equal(now.print.count, start.print.count, "the change took print's vote back");
+  assert.equal(now.ai.count, start.ai.count + 1);
+
+  // Without JavaScript: the form posts, 303 back to the page, which says it.
+  const plain = await open({ ...SMALL_PHONE, baseURL: DEVICE, javaScriptEnabled: false });
+  await plain.page.goto("/");
+  for (const key of ["stare", "restart"]) {
+    const posted = plain.page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/vote"));
+    await plain.page.getByRole("button", { name: LABELS[key] }).tap();
+    assert.equal((await posted).status(), 303);
+    await plain.page.locator("#you-voted", { hasText: youVoted(LABELS[key]) }).waitFor({ timeout: WAIT });
+    assert.equal(new URL(plain.page.url()).pathname, "/");
+  }
+  assert.deepEqual(await contrastFailures(plain.page, ["#you-voted", "#you-voted strong"]), []);
+  now = await deviceCounts();
+  assert.equal(now.stare.count, start.stare.count, "the second tap moved the first");
+  assert.equal(now.restart.count, start.restart.count + 1);
+  const sum = (c) => Object.values(c).reduce((s, e) => s + e.count, 0);
+  assert.equal(sum(now), sum(start) + 2, "two phones, two votes");
+});
+
+test("the projector's seat: /admin's link carries a screen ticket that the results page passes on to every /stream request", async () => {
+  const { page } = await open({ ...PROJECTOR, baseURL: DEVICE });
+  await page.goto("/admin");
+  const link = page.getByRole("link", { name: "Projector: live results" });
+  assert.match(await link.getAttribute("href"), /^\/results\?screen=screen\.\d+\.[0-9a-f]{64}$/);
+  const timeline = await page.getByRole("link", { name: "Incident timeline" }).getAttribute("href");
+  assert.match(timeline, /^\/timeline\?screen=screen\./);
+
+  // The first stream is refused (as with a full anonymous share), so the
+  // page also asks HEAD before it reconnects: both carry the ticket.
+  const streams = [];
+  let gets = 0;
+  // Every /stream request, with or without a query: one without the ticket fails below.
+  await page.route((url) => url.pathname === "/stream", async (route) => {
+    const req = route.request();
+    streams.push({ method: req.method(), screen: new URL(req.url()).searchParams.get("screen") });
+    if (req.method() === "GET" && ++gets === 1) {
+      return route.fulfill({
+        status: 503,
+        headers: { "retry-after": "1", "content-type": "application/json" },
+        body: '{"detail":"Too many screens connected, retry later"}',
+      });
+    }
+    return route.continue();
+  });
+  await link.click();
+  await page.locator("#live", { hasText: "live" }).waitFor({ timeout: WAIT });
+  const fresh = await page.evaluate(() => document.body.dataset.screen);
+  assert.match(fresh, /^screen\.\d+\.[0-9a-f]{64}$/);
+  assert.equal(new URL(page.url()).searchParams.get("screen"), fresh, "a reload presents the fresh ticket");
+  assert.ok(streams.some((s) => s.method === "HEAD"), `HEAD before the reconnect: ${JSON.stringify(streams)}`);
+  assert.ok(streams.length >= 3 && streams.every((s) => s.screen === fresh), JSON.stringify(streams));
 });
 
 // Last: what every test above left behind.

@@ -2,8 +2,11 @@
 //! clients (token in `Authorization: Bearer`), an HTML page for the admin
 //! page's form posted by a browser (token in the `token` field). Who may
 //! reset is decided by `guard::Credentials::authorize`, as for every admin action.
+//! `POST /admin/screen`: a screen ticket for the projector (the stream
+//! reserve), for the speaker whose browser cannot send the token on `GET /admin`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -15,6 +18,7 @@ use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::guard::Credentials;
 use crate::http::handlers::pages;
+use crate::views;
 
 #[derive(Debug, Default, Deserialize)]
 struct ResetQuery {
@@ -97,4 +101,74 @@ async fn run_reset(
     }
     info!("{message}");
     Ok(message)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ScreenQuery {
+    /// Branding of the admin page, kept on the projector's page.
+    conf: Option<String>,
+}
+
+/// What the admin page's projector form posts.
+#[derive(Debug, Default, Deserialize)]
+struct ScreenForm {
+    token: Option<String>,
+}
+
+impl Strings for ScreenForm {
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        self.token.as_deref().into_iter()
+    }
+}
+
+/// `POST /admin/screen`: for an admin, a fresh screen ticket: the form gets
+/// `303` to `/results?screen=…`, an API client the ticket and both
+/// projector links as JSON. Anyone else is refused as for every admin action.
+pub async fn screen(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query: ScreenQuery = body::query(req.uri().query());
+    let credentials = Credentials::of(&req);
+    let from_page = pages::Answer::of(&req) == pages::Answer::Page;
+    let mut page = pages::page_with(state, None, query.conf.as_deref());
+    let authorized = if from_page {
+        match body::read(req).await {
+            Ok(bytes) => body::decode::<ScreenForm>(Encoding::Form, &bytes)
+                .and_then(|form| credentials.authorize(&state.config, form.token.as_deref())),
+            Err(e) => Err(e),
+        }
+    } else {
+        credentials.authorize(&state.config, None)
+    };
+    match authorized {
+        Ok(()) => {
+            let ticket = state.signer.screen_ticket(SystemTime::now());
+            page.screen = Some(ticket.clone());
+            if from_page {
+                return Ok(body::see_other(&page.screen_link("/results")));
+            }
+            Ok(body::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "screen": ticket,
+                    "results": page.screen_link("/results"),
+                    "timeline": page.screen_link("/timeline"),
+                }),
+            ))
+        }
+        Err(e) if from_page => {
+            let view = views::admin::Done {
+                page: &page,
+                ok: false,
+                title: "No projector link",
+                message: e.to_string(),
+            };
+            Ok(body::mark_error(
+                body::html(e.status(), views::admin::done(&view)),
+                &e,
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }

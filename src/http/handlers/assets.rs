@@ -127,7 +127,12 @@ mod tests {
         let css = std::str::from_utf8(css.bytes).expect("CSS is UTF-8");
         let pages = [
             css.to_owned(),
-            views::vote::vote(&page).into_string(),
+            views::vote::vote(&views::vote::VotePage {
+                page: &page,
+                one_per_device: false,
+                voted: None,
+            })
+            .into_string(),
             views::vote::thanks(&page, page.poll.choice("ai").expect("seed key")).into_string(),
         ];
         let mut seen = 0;

@@ -239,6 +239,8 @@ struct TimelineQuery {
     conf: Option<String>,
     /// `chart`: only the live part, which `timeline.js` swaps in.
     part: Option<String>,
+    /// A screen ticket: renewed on the page, for its `/stream`.
+    screen: Option<String>,
 }
 
 /// `GET /timeline`: the projector page, or its chart alone (`?part=chart`).
@@ -254,7 +256,8 @@ pub async fn timeline_page<B>(
             views::timeline::chart(&timeline),
         ));
     }
-    let page = pages::page_with(state, None, query.conf.as_deref());
+    let mut page = pages::page_with(state, None, query.conf.as_deref());
+    page.screen = pages::renewed_ticket(state, query.screen.as_deref());
     let view = views::timeline::TimelinePage {
         page: &page,
         timeline: &timeline,

@@ -3,15 +3,20 @@
 //! hand over here, so every page is built from the same `Page` context.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use tracing::warn;
+
 use crate::brand::Conference;
+use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
+use crate::http::guard::Credentials;
 use crate::views::{self, PARTNER_REFERRAL, Page};
 
 /// Longest `Host` header used to build QR URLs (a DNS name is at most 253).
@@ -23,6 +28,8 @@ struct PageQuery {
     conf: Option<String>,
     choice: Option<String>,
     step: Option<String>,
+    /// A screen ticket (`/admin`'s projector links).
+    screen: Option<String>,
 }
 
 /// The page context for a `referral` and `conf` from a URL or form.
@@ -34,7 +41,17 @@ pub fn page_with(state: &AppState, referral: Option<&str>, conf: Option<&str>) -
             .or(state.config.conference),
         referral: referral.filter(|r| !r.is_empty()).map(str::to_owned),
         poll: state.config.poll.clone(),
+        screen: None,
     }
+}
+
+/// A fresh screen ticket when `presented` is a valid one: every render of a
+/// projector page renews it, so a projector that reloads keeps its seat.
+pub fn renewed_ticket(state: &AppState, presented: Option<&str>) -> Option<String> {
+    let now = SystemTime::now();
+    presented
+        .filter(|t| state.signer.valid_screen_ticket(t, now))
+        .map(|_| state.signer.screen_ticket(now))
 }
 
 fn page_for<B>(state: &AppState, req: &Request<B>) -> (Page, PageQuery) {
@@ -43,9 +60,30 @@ fn page_for<B>(state: &AppState, req: &Request<B>) -> (Page, PageQuery) {
     (page, query)
 }
 
-pub fn index<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
+pub async fn index<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
     let (page, _) = page_for(state, req);
-    body::html(StatusCode::OK, views::vote::vote(&page))
+    let one_per_device = state.config.one_vote_per_device;
+    let device = one_per_device
+        .then(|| super::vote::device_cookie(state, req))
+        .flatten();
+    // The device's vote as PostgreSQL has it: after a reset it is gone,
+    // whatever the cookie. Not known (PostgreSQL slow): the plain page.
+    let voted = match device {
+        None => None,
+        Some(id) => match db::votes::device_choice(&state.pool, &id).await {
+            Ok(key) => key.and_then(|k| page.poll.choice(&k)),
+            Err(e) => {
+                warn!(error = %e, "could not read this device's vote");
+                None
+            }
+        },
+    };
+    let view = views::vote::VotePage {
+        page: &page,
+        one_per_device,
+        voted,
+    };
+    body::html(StatusCode::OK, views::vote::vote(&view))
 }
 
 pub fn thanks<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
@@ -57,7 +95,8 @@ pub fn thanks<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
 }
 
 pub fn results<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
-    let (page, query) = page_for(state, req);
+    let (mut page, query) = page_for(state, req);
+    page.screen = renewed_ticket(state, query.screen.as_deref());
     let base = public_base(state, req);
     // A `?conf=` on the projector's URL is the only branding the phones would
     // not get from CONFERENCE, so the QR codes carry it.
@@ -89,7 +128,12 @@ pub fn results<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
 }
 
 pub fn admin<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body> {
-    let (page, query) = page_for(state, req);
+    let (mut page, query) = page_for(state, req);
+    // Tickets only for whoever may act as admin: the page itself is public,
+    // and a ticket handed to anyone would let a flood into the reserve.
+    if Credentials::of(req).authorize(&state.config, None).is_ok() {
+        page.screen = Some(state.signer.screen_ticket(SystemTime::now()));
+    }
     let step = match query.step.as_deref() {
         Some("confirm") => views::admin::Step::Confirm,
         _ => views::admin::Step::Start,

@@ -1,4 +1,6 @@
-//! `POST /vote` and `GET /votes`.
+//! `POST /vote` and `GET /votes`. With `ONE_VOTE_PER_DEVICE=yes` a vote
+//! carries its device (the signed `vote_device` cookie, or a new one set on
+//! the answer), and a later vote of the device changes its choice.
 
 use std::sync::Arc;
 
@@ -59,11 +61,95 @@ impl Strings for VoteInput {
 struct Accepted<'a> {
     status: &'static str,
     choice: &'a str,
+    /// The device's previous choice, when this vote changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_from: Option<&'a str>,
+}
+
+/// The device cookie (`ONE_VOTE_PER_DEVICE`): a signed device id.
+pub const DEVICE_COOKIE: &str = "vote_device";
+/// How long a phone keeps its device cookie: longer than any conference.
+const DEVICE_COOKIE_MAX_AGE_SECS: u64 = 30 * 24 * 60 * 60;
+
+/// The device a vote comes from: its cookie's, or a new one whose token
+/// the answer sets.
+struct Device {
+    id: String,
+    new_token: Option<String>,
+}
+
+/// The device of `req` (`None` unless `ONE_VOTE_PER_DEVICE`). No cookie, or
+/// one this key did not sign, is a new device.
+fn device_of<B>(state: &AppState, req: &Request<B>) -> Option<Device> {
+    if !state.config.one_vote_per_device {
+        return None;
+    }
+    match device_cookie(state, req) {
+        Some(id) => Some(Device {
+            id,
+            new_token: None,
+        }),
+        None => {
+            let (id, token) = state.signer.new_device();
+            Some(Device {
+                id,
+                new_token: Some(token),
+            })
+        }
+    }
+}
+
+/// The device id of a valid `vote_device` cookie in `req`.
+pub fn device_cookie<B>(state: &AppState, req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == DEVICE_COOKIE)
+        .find_map(|(_, token)| state.signer.device(token))
+}
+
+/// `Set-Cookie` for a new device: script cannot read it, other sites'
+/// forms do not send it, and over HTTPS it never travels in clear.
+fn device_set_cookie(state: &AppState, token: &str) -> Option<HeaderValue> {
+    let secure = state
+        .config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let cookie = format!(
+        "{DEVICE_COOKIE}={token}; Path=/; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).ok()
 }
 
 pub async fn vote(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let device = device_of(state, &req);
+    let answer = cast(state, req, device.as_ref().map(|d| d.id.clone())).await;
+    let Some(token) = device.and_then(|d| d.new_token) else {
+        return answer;
+    };
+    // A new device gets its cookie with any answer, a 503 too: a retry of a
+    // vote whose answer was lost then comes from the same device and finds
+    // its vote instead of counting a second one.
+    let mut resp = answer.unwrap_or_else(|e| body::error(&e));
+    if let Some(cookie) = device_set_cookie(state, &token) {
+        resp.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+/// One vote, from `device` when `ONE_VOTE_PER_DEVICE`.
+async fn cast(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    device: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let encoding = body::encoding(&req)?;
     // A browser posting the plain form gets a page for an error, not JSON.
@@ -77,7 +163,8 @@ pub async fn vote(
         Err(e) => return Err(e),
     };
     let key = header_key.map(|key| key.or_else(|| input.vote_id.clone()));
-    let (choice, referral, recorded) = match record(state, &input, key).await {
+    let one_per_device = device.is_some();
+    let (choice, referral, recorded) = match record(state, &input, key, device).await {
         Ok(accepted) => accepted,
         Err(e) if page => {
             // A key refused or used for another choice cannot vote again;
@@ -98,14 +185,24 @@ pub async fn vote(
         Err(e) => return Err(e),
     };
 
+    let changed_from = match &recorded {
+        Recorded::Changed(old) => Some(old.as_str()),
+        _ => None,
+    };
     let mut resp = match encoding {
         Encoding::Json => body::json(
             StatusCode::OK,
             &Accepted {
                 status: "ok",
                 choice: state.config.poll.key(choice),
+                changed_from,
             },
         ),
+        // The vote page reads the cookie and says what this device voted.
+        Encoding::Form if one_per_device => {
+            let page = pages::page_with(state, referral.as_deref(), input.conf.as_deref());
+            body::see_other(&page.link("/"))
+        }
         Encoding::Form => {
             let query = serde_urlencoded::to_string([
                 ("choice", Some(state.config.poll.key(choice))),
@@ -151,6 +248,7 @@ async fn record(
     state: &AppState,
     input: &VoteInput,
     key: Result<Option<String>, ApiError>,
+    device: Option<String>,
 ) -> Result<(Choice, Option<String>, Recorded), ApiError> {
     let key = key?;
     if key.as_deref().is_some_and(|k| !valid_key(k)) {
@@ -185,6 +283,7 @@ async fn record(
         choice,
         referral: referral.clone(),
         key,
+        device,
     };
     let recorded = state.actors.writer.record(vote).await?;
     Ok((choice, referral, recorded))
