@@ -303,7 +303,7 @@ async fn stall_with_retrying_phones(stall: Duration, refusals: bool) {
 
     let phone = |phone: usize| {
         let (app, stop, timeouts) = (app.clone(), stop.clone(), timeouts.clone());
-        let limit = if phone % 2 == 0 {
+        let limit = if phone.is_multiple_of(2) {
             CLIENT_TIMEOUT
         } else {
             patient
@@ -344,15 +344,18 @@ async fn stall_with_retrying_phones(stall: Duration, refusals: bool) {
     // Its own session: inside the locker's transaction pg_stat_activity
     // stays as it was when first read.
     let watcher = pg_connect(&app.stack.database_url).await;
-    let mut phones: Vec<_> = (0..PHONES).filter(|p| p % 2 == 1).map(phone).collect();
+    let mut phones: Vec<_> = (0..PHONES)
+        .filter(|p| !p.is_multiple_of(2))
+        .map(phone)
+        .collect();
     assert!(
         eventually(WAIT, || async {
-            inserts_waiting_on_a_lock(&locker).await > 0
+            inserts_waiting_on_a_lock(&watcher).await > 0
         })
         .await,
         "a batch waits on the lock"
     );
-    phones.extend((0..PHONES).filter(|p| p % 2 == 0).map(phone));
+    phones.extend((0..PHONES).filter(|p| p.is_multiple_of(2)).map(phone));
 
     // The stall is the scenario itself, not a synchronisation.
     tokio::time::sleep(stall).await;
