@@ -229,9 +229,11 @@ impl Connection {
             req.extensions_mut().insert(guard::Peer(peer));
             req.extensions_mut().insert(own.clone());
             let busy = own.busy();
-            let answer = handler(state.clone(), req);
+            let state = state.clone();
+            // The handler's future is made inside the boxed one, not moved
+            // into it: each move of a request's future is a memcpy of KiBs.
             Box::pin(async move {
-                let mut resp = answer.await?;
+                let mut resp = handler(state, req).await?;
                 // Evicted while busy: this answer is the last one.
                 if busy.slot().is_evicted() {
                     resp.headers_mut()

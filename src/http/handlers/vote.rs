@@ -274,10 +274,12 @@ async fn record(
         }
         // A repeat of a known key is answered from the stored vote: a
         // replay never touches the referral cache (docs/contract.md).
-        if let Some(recorded) = replayed(state, key.as_deref(), choice).await? {
+        // Boxed, both: their futures (a PostgreSQL query) are several KiB
+        // that every vote's future would otherwise carry and copy.
+        if let Some(recorded) = Box::pin(replayed(state, key.as_deref(), choice)).await? {
             return Ok((choice, referral, recorded));
         }
-        state.actors.referral.validate(code).await?;
+        Box::pin(state.actors.referral.validate(code)).await?;
     }
     let vote = NewVote {
         choice,
