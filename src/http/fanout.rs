@@ -1,0 +1,739 @@
+//! The fan-out: every `/stream` socket after its response head, written by
+//! `FANOUT_LOOPS` loops instead of one task and one hyper connection per
+//! screen. The broadcaster's frames are chunk-encoded once per loop and
+//! written to each socket with one plain `write`; a socket whose buffer is
+//! full is skipped and gets the newest counts when it drains; a socket whose
+//! peer is gone is closed. `sse.rs` admits a screen, `mod.rs` hands its
+//! socket over (`Handover`), this module owns it until it closes.
+//!
+//! Why hand over inside hyper rather than reading the first request head
+//! before hyper: a screen's `GET /stream` is often not the first request of
+//! its connection (a browser reuses the keep-alive connection that loaded
+//! `/results`, nginx reuses its upstream connections), so only hyper sees
+//! it. hyper gives a connection back whole with `Connection::into_parts`;
+//! the handler answers with the stream's head and a body that never yields,
+//! and the socket leaves hyper once hyper has flushed that head: hyper calls
+//! the socket's `poll_flush` only when its write buffer is empty, so `Tap`
+//! marks that moment. The bytes on the wire stay those hyper wrote before:
+//! the same head, then each frame as one HTTP/1.1 chunk, `0\r\n\r\n` at
+//! shutdown.
+//!
+//! The write budget: a loop may spend at most `WRITE_SHARE` of the wall
+//! clock writing. When a pass over its screens takes longer than that
+//! allows at the broadcaster's pace, the gap between passes grows (newer
+//! frames replace the ones waiting), so the runtime keeps time for votes;
+//! the gap is logged and exported as `sse_frame_gap_seconds`.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream as StdStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::admission::StreamSlot;
+use super::sse::{KEEPALIVE_FRAME, RETRY_FRAME, SSE_KEEPALIVE};
+use crate::actors::broadcaster::{BroadcasterHandle, FRAME_INTERVAL};
+use crate::metrics::Metrics;
+
+/// Writer loops. Two cores: two loops can write at once, and each one's
+/// passes stay short enough to leave the runtime to votes in between.
+pub const FANOUT_LOOPS: usize = 2;
+/// Sockets waiting to join one loop. Request path: the handing-over
+/// connection waits up to `JOIN_WAIT`, then closes (the screen reconnects).
+pub const JOIN_QUEUE: usize = 1024;
+pub const JOIN_WAIT: Duration = Duration::from_secs(1);
+/// Share of the wall clock one loop may spend writing frames (two loops:
+/// at most 60 % of one core of two). Beyond it the frame gap grows.
+pub const WRITE_SHARE: f64 = 0.3;
+/// Sockets written between two yields to the runtime, so a pass over
+/// thousands of screens never holds a worker for more than ~1 ms.
+const YIELD_EVERY: usize = 256;
+/// Readiness events taken from the kernel per round.
+const MAX_EVENTS: usize = 256;
+/// The kernel send buffer of a screen's socket (Linux doubles it): ~50
+/// frames. A screen further behind skips to the newest counts, and a
+/// stalled screen pins no more kernel memory than this.
+pub const SCREEN_SEND_BUFFER_BYTES: usize = 16 * 1024;
+/// A screen has nothing to say after its request; a client that keeps
+/// sending is closed once it sent this much.
+const MAX_INBOUND_BYTES: usize = 4096;
+/// How often a grown frame gap is logged while it lasts.
+const GAP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The end of a chunked body: sent to every screen at shutdown.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A screen admitted to the stream budget: its slot, and its place in
+/// `sse_clients`, both given back when the socket closes.
+pub struct Ticket {
+    _slot: StreamSlot,
+    metrics: Arc<Metrics>,
+}
+
+impl Ticket {
+    pub fn new(slot: StreamSlot, metrics: Arc<Metrics>) -> Ticket {
+        metrics.sse_clients.inc();
+        Ticket {
+            _slot: slot,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.metrics.sse_clients.dec();
+    }
+}
+
+const IDLE: u8 = 0;
+const ARMED: u8 = 1;
+const FLUSHED: u8 = 2;
+
+/// One connection's way out of hyper, shared by its task, its socket
+/// (`Tap`) and its requests (an extension): `/stream` arms it with the
+/// screen's ticket; the flush after the head fires it.
+pub struct Handover {
+    state: AtomicU8,
+    ticket: Mutex<Option<Ticket>>,
+    flushed: Notify,
+}
+
+impl Handover {
+    pub fn new() -> Arc<Handover> {
+        Arc::new(Handover {
+            state: AtomicU8::new(IDLE),
+            ticket: Mutex::new(None),
+            flushed: Notify::new(),
+        })
+    }
+
+    /// The response being written is a stream's head: hand the socket over
+    /// once it is flushed.
+    pub fn arm(&self, ticket: Ticket) {
+        // Never held across an await; a poisoned lock still holds the ticket.
+        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+        self.state.store(ARMED, Ordering::Release);
+    }
+
+    /// Resolves once a stream's head has left hyper's buffer.
+    pub async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            if self.state.load(Ordering::Acquire) == FLUSHED {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn take(&self) -> Option<Ticket> {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn on_flush(&self) {
+        if self
+            .state
+            .compare_exchange(ARMED, FLUSHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.flushed.notify_one();
+        }
+    }
+}
+
+/// The socket as hyper sees it: every call passes through; a flush after
+/// `Handover::arm` tells the connection's task that the head is out.
+pub struct Tap {
+    stream: TcpStream,
+    handover: Arc<Handover>,
+}
+
+impl Tap {
+    pub fn new(stream: TcpStream, handover: Arc<Handover>) -> Tap {
+        Tap { stream, handover }
+    }
+
+    pub fn into_inner(self) -> TcpStream {
+        self.stream
+    }
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its socket only once its own buffer is empty.
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        self.handover.on_flush();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A socket on its way to a loop.
+struct Joining {
+    stream: StdStream,
+    ticket: Ticket,
+}
+
+/// Where connections hand their stream sockets over.
+#[derive(Clone)]
+pub struct Fanout {
+    joins: Arc<[mpsc::Sender<Joining>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Fanout {
+    /// Starts the loops; they close every screen and end on `shutdown`.
+    pub fn spawn(
+        broadcaster: &BroadcasterHandle,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Fanout, Vec<JoinHandle<()>>) {
+        let mut joins = Vec::with_capacity(FANOUT_LOOPS);
+        let mut tasks = Vec::with_capacity(FANOUT_LOOPS);
+        metrics.sse_frame_gap.set(FRAME_INTERVAL.as_secs_f64());
+        for _ in 0..FANOUT_LOOPS {
+            let (tx, rx) = mpsc::channel(JOIN_QUEUE);
+            joins.push(tx);
+            let writer = Writer::new(broadcaster.clone(), metrics.clone());
+            tasks.push(tokio::spawn(writer.run(rx, shutdown.clone())));
+        }
+        let fanout = Fanout {
+            joins: joins.into(),
+            next: Arc::default(),
+        };
+        (fanout, tasks)
+    }
+
+    /// Takes over a stream's socket, its head written. Round robin: the
+    /// loops stay about equal whatever leaves.
+    pub async fn join(&self, stream: TcpStream, ticket: Ticket) {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => return debug!(error = %e, "stream socket lost at handover"),
+        };
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
+        let joining = Joining { stream, ticket };
+        if let Err(e) = self.joins[at].send_timeout(joining, JOIN_WAIT).await {
+            // Dropped: the socket closes and its slot goes back.
+            warn!(error = %e, "fan-out busy, a screen was closed at handover");
+        }
+    }
+}
+
+/// One screen in a loop.
+struct Screen {
+    stream: StdStream,
+    _ticket: Ticket,
+    /// The unwritten end of a frame the socket took only in part: it is
+    /// finished before anything else is written (chunk framing).
+    rest: Option<Bytes>,
+    /// Frames were skipped: the next write is the newest counts.
+    missed: bool,
+    /// Watching for room in the send buffer.
+    waiting: bool,
+    inbound: usize,
+}
+
+/// What one `write` did.
+enum Sent {
+    All,
+    Part(Bytes),
+    Full,
+    Gone,
+}
+
+fn send(stream: &StdStream, frame: &Bytes) -> Sent {
+    // std's `write` on Linux is `send(MSG_NOSIGNAL)`: a gone peer is an
+    // error, never a signal; the socket is non-blocking.
+    match (&*stream).write(frame) {
+        Ok(n) if n == frame.len() => Sent::All,
+        Ok(0) => Sent::Gone,
+        Ok(n) => Sent::Part(frame.slice(n..)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Full,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Full,
+        Err(_) => Sent::Gone,
+    }
+}
+
+/// `data` as one HTTP/1.1 chunk, as hyper frames a body's data.
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::fmt::Write as _;
+    let mut size = String::with_capacity(8);
+    let _ = write!(size, "{:X}\r\n", data.len());
+    out.extend_from_slice(size.as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What a frame carries: a newer frame of a kind replaces an older one
+/// still waiting for the next pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Votes,
+    Status,
+    /// Votes and status at once (after the loop lagged).
+    Both,
+    KeepAlive,
+}
+
+fn kind_of(frame: &[u8]) -> Kind {
+    if frame.starts_with(b"event: votes") {
+        if frame.windows(13).any(|w| w == b"event: status") {
+            Kind::Both
+        } else {
+            Kind::Votes
+        }
+    } else if frame.starts_with(b"event: status") {
+        Kind::Status
+    } else {
+        Kind::KeepAlive
+    }
+}
+
+/// The epoll set of one loop: screens' sockets, readable (a peer closing)
+/// always, writable while a screen waits for room.
+struct Epoll(OwnedFd);
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const WRITE_EVENTS: u32 = READ_EVENTS | libc::EPOLLOUT as u32;
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; the result is checked before it is owned.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Ready events now, without waiting (the runtime waits for us).
+    fn ready(&self, events: &mut [libc::epoll_event]) -> usize {
+        let len = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the kernel writes at most `len` events into `events`.
+        let n = unsafe { libc::epoll_wait(self.as_raw_fd(), events.as_mut_ptr(), len, 0) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// One writer loop: its screens (a slab indexed by epoll token), the
+/// frames waiting for the next pass, and the write budget's clock.
+struct Writer {
+    broadcaster: BroadcasterHandle,
+    metrics: Arc<Metrics>,
+    screens: Vec<Option<Screen>>,
+    free: Vec<usize>,
+    epoll: RawFd,
+    /// Frames since the last pass, at most one per kind.
+    waiting: Vec<(Kind, Bytes)>,
+    /// The newest counts as a chunk, for screens that skipped frames;
+    /// cleared by every pass.
+    catch_up: Option<Bytes>,
+    last_pass: Instant,
+    /// The write budget: no pass before this.
+    not_before: Instant,
+    gap_logged: Option<Instant>,
+}
+
+impl Writer {
+    fn new(broadcaster: BroadcasterHandle, metrics: Arc<Metrics>) -> Writer {
+        Writer {
+            broadcaster,
+            metrics,
+            screens: Vec::new(),
+            free: Vec::new(),
+            epoll: -1,
+            waiting: Vec::with_capacity(4),
+            catch_up: None,
+            last_pass: Instant::now(),
+            not_before: Instant::now(),
+            gap_logged: None,
+        }
+    }
+
+    async fn run(mut self, mut joins: mpsc::Receiver<Joining>, shutdown: CancellationToken) {
+        // SAFETY: the epoll descriptor is owned by `Epoll`, which the
+        // `AsyncFd` owns until it is dropped; nothing replaces or closes it.
+        let registered = |epoll| unsafe {
+            AsyncFd::register_with_interest(epoll, Interest::READABLE).map_err(io::Error::from)
+        };
+        let epoll = match Epoll::new().and_then(registered) {
+            Ok(epoll) => epoll,
+            Err(e) => {
+                error!(error = %e, "fan-out loop cannot start: screens are closed at handover");
+                drop(joins);
+                return;
+            }
+        };
+        self.epoll = epoll.as_raw_fd();
+        let (_, mut frames) = self.broadcaster.subscribe();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        loop {
+            let pass_due = !self.waiting.is_empty();
+            let keepalive_at = self.last_pass + SSE_KEEPALIVE;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                received = frames.recv() => match received {
+                    Ok(frame) => self.offer(frame),
+                    Err(RecvError::Lagged(_)) => {
+                        // Skip the backlog: the newest frames are full snapshots.
+                        self.metrics.sse_lagged.inc();
+                        self.waiting.clear();
+                        self.offer(self.broadcaster.latest());
+                    }
+                    // The broadcaster is gone: shutting down.
+                    Err(RecvError::Closed) => break,
+                },
+                Some(joining) = joins.recv() => self.join(joining),
+                ready = epoll.readable() => {
+                    let Ok(mut guard) = ready else { break };
+                    let n = epoll.get_ref().ready(&mut events);
+                    // More may be ready than one round takes: come back.
+                    if n < MAX_EVENTS {
+                        guard.clear_ready();
+                    }
+                    drop(guard);
+                    for event in &events[..n] {
+                        let (flags, token) = (event.events, event.u64);
+                        self.event(token as usize, flags);
+                    }
+                }
+                _ = tokio::time::sleep_until(self.not_before), if pass_due => self.pass().await,
+                _ = tokio::time::sleep_until(keepalive_at), if !pass_due => {
+                    self.offer(Bytes::from_static(KEEPALIVE_FRAME));
+                }
+            }
+        }
+        self.close_all();
+    }
+
+    fn offer(&mut self, frame: Bytes) {
+        let kind = kind_of(&frame);
+        match kind {
+            Kind::KeepAlive if !self.waiting.is_empty() => return,
+            Kind::Both => self.waiting.clear(),
+            _ => self
+                .waiting
+                .retain(|(k, _)| *k != kind && *k != Kind::KeepAlive),
+        }
+        self.waiting.push((kind, frame));
+    }
+
+    fn catch_up(&mut self) -> Bytes {
+        if let Some(frame) = &self.catch_up {
+            return frame.clone();
+        }
+        let mut out = Vec::new();
+        chunk(&mut out, &self.broadcaster.latest());
+        let frame = Bytes::from(out);
+        self.catch_up = Some(frame.clone());
+        frame
+    }
+
+    fn join(&mut self, joining: Joining) {
+        let Joining { stream, ticket } = joining;
+        set_send_buffer(&stream);
+        let at = self.free.pop().unwrap_or(self.screens.len());
+        if let Err(e) = Epoll::ctl_on(self.epoll, libc::EPOLL_CTL_ADD, &stream, READ_EVENTS, at) {
+            return debug!(error = %e, "screen not watched, closed");
+        }
+        // The opening, as two chunks in one write: the retry hint, then the
+        // current counts and status.
+        let mut opening = Vec::new();
+        chunk(&mut opening, RETRY_FRAME);
+        chunk(&mut opening, &self.broadcaster.latest());
+        let screen = Screen {
+            stream,
+            _ticket: ticket,
+            rest: None,
+            missed: false,
+            waiting: false,
+            inbound: 0,
+        };
+        if at == self.screens.len() {
+            self.screens.push(Some(screen));
+        } else {
+            self.screens[at] = Some(screen);
+        }
+        self.write(at, &Bytes::from(opening));
+    }
+
+    /// Writes `frame` to screen `at`, or notes what is left.
+    fn write(&mut self, at: usize, frame: &Bytes) {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        match send(&screen.stream, frame) {
+            Sent::All => {}
+            Sent::Part(rest) => {
+                screen.rest = Some(rest);
+                self.wait_for_room(at);
+            }
+            Sent::Full => {
+                screen.missed = true;
+                self.metrics.sse_lagged.inc();
+                self.wait_for_room(at);
+            }
+            Sent::Gone => self.close(at),
+        }
+    }
+
+    /// One pass: the waiting frames, chunk-encoded once, to every screen
+    /// that has room; then the write budget sets the next pass's time.
+    async fn pass(&mut self) {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        for (_, frame) in self.waiting.drain(..) {
+            chunk(&mut out, &frame);
+        }
+        let out = Bytes::from(out);
+        self.catch_up = None;
+        for at in 0..self.screens.len() {
+            if at % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+            let Some(screen) = self.screens[at].as_mut() else {
+                continue;
+            };
+            if screen.rest.is_some() || screen.waiting {
+                // No room last time: it gets the newest counts when it drains.
+                if !screen.missed {
+                    screen.missed = true;
+                    self.metrics.sse_lagged.inc();
+                }
+                continue;
+            }
+            self.write(at, &out);
+        }
+        self.last_pass = Instant::now();
+        self.budget(started);
+    }
+
+    /// The write budget: a pass that took `t` allows the next one
+    /// `t / WRITE_SHARE` after this one's start.
+    fn budget(&mut self, started: Instant) {
+        let spent = started.elapsed();
+        let gap = spent.div_f64(WRITE_SHARE);
+        self.not_before = started + gap;
+        self.metrics
+            .sse_frame_gap
+            .set(gap.max(FRAME_INTERVAL).as_secs_f64());
+        let screens = self.screens.len() - self.free.len();
+        if gap > FRAME_INTERVAL {
+            if self
+                .gap_logged
+                .is_none_or(|at| at.elapsed() >= GAP_LOG_EVERY)
+            {
+                warn!(
+                    gap_ms = gap.as_millis() as u64,
+                    pass_ms = spent.as_millis() as u64,
+                    screens,
+                    "screens need more writes than the budget allows: the frame gap grows"
+                );
+                self.gap_logged = Some(Instant::now());
+            }
+        } else if self.gap_logged.take().is_some() {
+            info!(screens, "frame gap back to the broadcaster's pace");
+        }
+    }
+
+    fn event(&mut self, at: usize, flags: u32) {
+        if flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            return self.close(at);
+        }
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 && !self.read(at) {
+            return self.close(at);
+        }
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            self.drained(at);
+        }
+    }
+
+    /// Reads what a screen sent; false when its peer is gone or it keeps
+    /// talking.
+    fn read(&mut self, at: usize) -> bool {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return true;
+        };
+        let mut buf = [0u8; 512];
+        match (&screen.stream).read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                screen.inbound += n;
+                screen.inbound <= MAX_INBOUND_BYTES
+            }
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
+    /// Room in a screen's send buffer: the rest of its frame, then the
+    /// newest counts if it skipped any.
+    fn drained(&mut self, at: usize) {
+        let catch_up = self.catch_up();
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(rest) = screen.rest.take() {
+            match send(&screen.stream, &rest) {
+                Sent::All => {}
+                Sent::Part(rest) => return screen.rest = Some(rest),
+                Sent::Full => return screen.rest = Some(rest),
+                Sent::Gone => return self.close(at),
+            }
+        }
+        if screen.missed {
+            match send(&screen.stream, &catch_up) {
+                Sent::All => screen.missed = false,
+                Sent::Part(rest) => {
+                    screen.missed = false;
+                    return screen.rest = Some(rest);
+                }
+                Sent::Full => return,
+                Sent::Gone => return self.close(at),
+            }
+        }
+        screen.waiting = false;
+        let fd = screen.stream.as_raw_fd();
+        if Epoll::ctl_fd(self.epoll, libc::EPOLL_CTL_MOD, fd, READ_EVENTS, at).is_err() {
+            self.close(at);
+        }
+    }
+
+    fn wait_for_room(&mut self, at: usize) {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        if screen.waiting {
+            return;
+        }
+        screen.waiting = true;
+        let fd = screen.stream.as_raw_fd();
+        if Epoll::ctl_fd(self.epoll, libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, at).is_err() {
+            self.close(at);
+        }
+    }
+
+    /// Closing the socket takes it out of the epoll set; the ticket gives
+    /// the slot back.
+    fn close(&mut self, at: usize) {
+        if let Some(slot) = self.screens.get_mut(at)
+            && slot.take().is_some()
+        {
+            self.free.push(at);
+        }
+    }
+
+    /// Shutdown: every stream ends as hyper ended it, with the last chunk
+    /// (unless a frame is half written), then closes.
+    fn close_all(&mut self) {
+        for screen in self.screens.drain(..).flatten() {
+            if screen.rest.is_none() {
+                let _ = (&screen.stream).write(LAST_CHUNK);
+            }
+        }
+        self.free.clear();
+    }
+}
+
+impl Epoll {
+    fn ctl_on(
+        epoll: RawFd,
+        op: libc::c_int,
+        stream: &StdStream,
+        events: u32,
+        token: usize,
+    ) -> io::Result<()> {
+        Epoll::ctl_fd(epoll, op, stream.as_raw_fd(), events, token)
+    }
+
+    fn ctl_fd(
+        epoll: RawFd,
+        op: libc::c_int,
+        fd: RawFd,
+        events: u32,
+        token: usize,
+    ) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events,
+            u64: token as u64,
+        };
+        // SAFETY: `event` lives across the call; the loop owns both
+        // descriptors and keeps the epoll set open while it runs.
+        if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn set_send_buffer(stream: &StdStream) {
+    let bytes = libc::c_int::try_from(SCREEN_SEND_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a c_int that lives across the call.
+    let _ = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
