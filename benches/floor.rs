@@ -71,6 +71,8 @@ fn main() {
         }
     };
     let (tx, rx) = mpsc::channel::<TcpStream>();
+    // A shell's `$(...)` drops the event's closing blank line.
+    let frame = format!("{}\n\n", frame.trim_end_matches('\n'));
     let frame = chunk(frame.as_bytes());
     let mut opening = chunk(b"retry: 2000\n\n");
     opening.extend_from_slice(&frame);
