@@ -83,6 +83,7 @@ crowd() {
     -m POST -T application/json -d '{"choice":"ai"}' \
     "http://127.0.0.1:$APP_PORT/vote" >"$STACK/oha.json"
   await_clients
+  log "skips (sse_lagged_total) $(metric sse_lagged_total), frame gap now $(metric sse_frame_gap_seconds) s"
   local cpu_s; cpu_s="$(awk -v a="$cpu_from" -v b="$(cpu_ticks "$APP_PID")" -v hz="$TICK_HZ" 'BEGIN {print (b - a) / hz}')"
   python3 - "$STACK/oha.json" "$STREAMS" "$connected_rss" "$(hwm_kb)" "$start_rss" "$cpu_s" "$STACK"/load-*.out <<'PY'
 import json, sys
