@@ -497,7 +497,13 @@ impl Writer {
         let Joining { stream, ticket } = joining;
         set_send_buffer(&stream);
         let at = self.free.pop().unwrap_or(self.screens.len());
-        if let Err(e) = Epoll::ctl_on(self.epoll, libc::EPOLL_CTL_ADD, &stream, READ_EVENTS, at) {
+        if let Err(e) = watch(
+            self.epoll,
+            libc::EPOLL_CTL_ADD,
+            stream.as_raw_fd(),
+            READ_EVENTS,
+            at,
+        ) {
             return debug!(error = %e, "screen not watched, closed");
         }
         // The opening, as two chunks in one write: the retry hint, then the
@@ -670,7 +676,7 @@ impl Writer {
         }
         screen.waiting = false;
         let fd = screen.stream.as_raw_fd();
-        if Epoll::ctl_fd(self.epoll, libc::EPOLL_CTL_MOD, fd, READ_EVENTS, at).is_err() {
+        if watch(self.epoll, libc::EPOLL_CTL_MOD, fd, READ_EVENTS, at).is_err() {
             self.close(at);
         }
     }
@@ -684,7 +690,7 @@ impl Writer {
         }
         screen.waiting = true;
         let fd = screen.stream.as_raw_fd();
-        if Epoll::ctl_fd(self.epoll, libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, at).is_err() {
+        if watch(self.epoll, libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, at).is_err() {
             self.close(at);
         }
     }
@@ -711,35 +717,19 @@ impl Writer {
     }
 }
 
-impl Epoll {
-    fn ctl_on(
-        epoll: RawFd,
-        op: libc::c_int,
-        stream: &StdStream,
-        events: u32,
-        token: usize,
-    ) -> io::Result<()> {
-        Epoll::ctl_fd(epoll, op, stream.as_raw_fd(), events, token)
+/// Adds (`EPOLL_CTL_ADD`) or changes (`EPOLL_CTL_MOD`) what `epoll` watches
+/// on `fd`, and the token its events carry (the screen's slab index).
+fn watch(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: usize) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events,
+        u64: token as u64,
+    };
+    // SAFETY: `event` lives across the call; the loop owns both
+    // descriptors and keeps the epoll set open while it runs.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
+        return Err(io::Error::last_os_error());
     }
-
-    fn ctl_fd(
-        epoll: RawFd,
-        op: libc::c_int,
-        fd: RawFd,
-        events: u32,
-        token: usize,
-    ) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events,
-            u64: token as u64,
-        };
-        // SAFETY: `event` lives across the call; the loop owns both
-        // descriptors and keeps the epoll set open while it runs.
-        if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// CPU time of the calling thread.
