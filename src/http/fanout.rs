@@ -504,6 +504,9 @@ impl Writer {
             READ_EVENTS,
             at,
         ) {
+            if at < self.screens.len() {
+                self.free.push(at);
+            }
             return debug!(error = %e, "screen not watched, closed");
         }
         // The opening, as two chunks in one write: the retry hint, then the
