@@ -68,8 +68,8 @@ pub const WRITE_SHARE: f64 = 0.4;
 const YIELD_EVERY: usize = 256;
 /// Readiness events taken from the kernel per round.
 const MAX_EVENTS: usize = 256;
-/// The kernel send buffer of a screen's socket (Linux doubles it): ~50
-/// frames. A screen further behind skips to the newest counts, and a
+/// The kernel send buffer of a screen's socket (Linux doubles it): about
+/// 100 frames of 300 bytes. A screen further behind skips to the newest counts, and a
 /// stalled screen pins no more kernel memory than this.
 pub const SCREEN_SEND_BUFFER_BYTES: usize = 16 * 1024;
 /// A screen has nothing to say after its request; a client that keeps
