@@ -160,7 +160,8 @@ impl Handover {
 }
 
 /// The socket as hyper sees it: every call passes through; a flush after
-/// `Handover::arm` tells the connection's task that the head is out.
+/// `Handover::arm` tells the connection's task that the head is out
+/// (hyper's `pipeline_flush` must stay off: with it hyper skips flushes).
 pub struct Tap {
     stream: TcpStream,
     handover: Arc<Handover>,

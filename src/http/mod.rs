@@ -272,6 +272,8 @@ impl Connection {
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
             req.extensions_mut().insert(own.clone());
+            // `/stream` arms it (sse.rs); the flush of that head hands the
+            // socket to the fan-out (`hand_over`).
             req.extensions_mut().insert(ticket_out.clone());
             let busy = own.busy();
             let answer = handler(state.clone(), req);
