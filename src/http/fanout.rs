@@ -936,6 +936,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_unchanged_status_is_sent_every_status_refresh_and_no_keep_alive_is_needed() {
+        let s = setup();
+        let mut c = screen(&s, None).await;
+        opening(&mut c).await;
+        // The broadcaster's first tick sees this screen: `watching` 0 → 1.
+        let first = c
+            .chunk(STATUS_TICK * 2)
+            .await
+            .expect("the status with this screen counted");
+        assert!(first.starts_with("event: status\n"), "{first}");
+        assert!(first.contains(r#""watching":1"#), "{first}");
+        // Two keep-alive intervals: the refreshed status fills every silence.
+        let start = Instant::now();
+        let mut last = start;
+        while start.elapsed() < SSE_KEEPALIVE * 2 {
+            let chunk = c
+                .chunk(STATUS_REFRESH + STATUS_TICK)
+                .await
+                .expect("a status within STATUS_REFRESH");
+            assert_eq!(chunk, first, "the same status, refreshed");
+            let gap = last.elapsed();
+            assert!(
+                gap >= STATUS_REFRESH && gap < STATUS_REFRESH + STATUS_TICK,
+                "a status {gap:?} after the one before"
+            );
+            last = Instant::now();
+        }
+        assert_eq!(s.metrics.sse_lagged.get(), 0);
+        s.shutdown.cancel();
+        s.stop_broadcaster.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_screen_is_skipped_then_gets_the_newest_counts() {
         let s = setup();
         let mut stalled = c_with_tiny_buffer(&s).await;
@@ -1013,5 +1046,5 @@ mod tests {
         screen(s, Some(1)).await
     }
 
-    use crate::actors::broadcaster::STATUS_TICK;
+    use crate::actors::broadcaster::{STATUS_REFRESH, STATUS_TICK};
 }
