@@ -4,7 +4,7 @@
 //! can grow the label cardinality.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub redis_rebuilds: IntCounter,
     pub sse_frames: IntCounter,
     pub sse_lagged: IntCounter,
+    /// The fan-out's gap between frame passes (fanout.rs, the write budget).
+    pub sse_frame_gap: Gauge,
     pub failure_reports_dropped: IntCounter,
     pub pubsub_rejected: IntCounterVec,
     pub connections_open: IntGaugeVec,
@@ -259,6 +261,15 @@ impl Metrics {
                 "sse_lagged_total",
                 "Times a slow /stream client skipped frames",
             ),
+            sse_frame_gap: {
+                let g = Gauge::new(
+                    "sse_frame_gap_seconds",
+                    "Gap between two frame passes to /stream clients: grows past 0.1 when screens need more writes than the budget allows",
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
             failure_reports_dropped: counter(
                 "failure_reports_dropped_total",
                 "Failed-vote reports dropped because the broadcaster's queue was full",

@@ -104,3 +104,86 @@ async fn streams_end_when_the_server_shuts_down() {
         .expect("shutdown completes with a client connected")
         .expect("task");
 }
+
+/// A screen as the wire sees it: the raw bytes of one `/stream` connection.
+async fn raw_screen(app: &TestApp, request: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(app.addr))
+        .await
+        .expect("connects in time")
+        .expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the opening's votes event: head, retry hint, counts.
+    while !seen.windows(12).any(|w| w == b"event: votes") {
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .expect("the opening in time")
+            .expect("read");
+        assert!(n > 0, "closed before the opening");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (conn, seen)
+}
+
+#[tokio::test]
+async fn the_bytes_on_the_wire_are_a_chunked_http_response() {
+    let app = TestApp::start().await;
+    // A stream after another request on the same connection, as a browser
+    // or nginx sends it: hyper answers the first, the fan-out the stream.
+    let (_conn, seen) = raw_screen(
+        &app,
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8(seen).expect("UTF-8");
+    let stream = &text[text
+        .find("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream")
+        .expect("the stream's head")..];
+    let (head, body) = stream.split_once("\r\n\r\n").expect("a head");
+    for line in [
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "connection: close",
+        "transfer-encoding: chunked",
+    ] {
+        assert!(head.contains(line), "{line} in {head}");
+    }
+    // The retry hint, then the counts and status, each one chunk.
+    assert!(body.starts_with("D\r\nretry: 2000\n\n\r\n"), "{body}");
+    let rest = &body["D\r\nretry: 2000\n\n\r\n".len()..];
+    let (size, data) = rest.split_once("\r\n").expect("a chunk size");
+    let size = usize::from_str_radix(size, 16).expect("hex");
+    assert!(data[..size].starts_with("event: votes\ndata: "), "{data}");
+    assert!(data[..size].contains("event: status\ndata: "), "{data}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_every_stream_with_the_last_chunk() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::start().await;
+    let mut screens = Vec::new();
+    for _ in 0..5 {
+        screens.push(raw_screen(&app, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    }
+    let mut sse = app.stream().await;
+    tokio::time::timeout(WAIT, app.stop())
+        .await
+        .expect("shutdown completes with screens connected");
+    for (mut conn, mut seen) in screens {
+        let ended = tokio::time::timeout(WAIT, conn.read_to_end(&mut seen)).await;
+        assert!(matches!(ended, Ok(Ok(_))), "closed: {ended:?}");
+        assert!(
+            seen.ends_with(b"\r\n0\r\n\r\n"),
+            "the stream ends as a chunked body ends: {:?}",
+            String::from_utf8_lossy(&seen[seen.len().saturating_sub(40)..])
+        );
+    }
+    let ended = tokio::time::timeout(WAIT, async {
+        while sse.next_event(WAIT).await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the client's stream ends too");
+}

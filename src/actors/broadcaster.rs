@@ -268,7 +268,8 @@ impl ResultsBroadcaster {
             degraded: failed > 0,
             failed_last_minute: failed,
             detail: self.window.last_detail.clone(),
-            watching: self.frames.receiver_count(),
+            // Screens, not receivers: the fan-out's loops hold the receivers.
+            watching: usize::try_from(self.metrics.sse_clients.get()).unwrap_or(0),
             version: self.status.version.clone(),
         };
         if next == self.status {

@@ -1,11 +1,13 @@
 //! The HTTP server: accept loop admitting connections in two budgets
-//! (`admission`), one hyper HTTP/1.1 connection task each, graceful shutdown
-//! (stop accepting, let requests finish, end SSE streams) bounded by
+//! (`admission`), one hyper HTTP/1.1 connection task each until a `/stream`
+//! hands its socket to the fan-out (fanout.rs), graceful shutdown (stop
+//! accepting, let requests finish, end SSE streams) bounded by
 //! `SHUTDOWN_GRACE`.
 
 pub mod admission;
 pub mod body;
 pub mod error;
+pub mod fanout;
 pub mod guard;
 pub mod handlers;
 pub mod router;
@@ -31,6 +33,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::CountsView;
 use admission::{Admission, Admitted, IDLE_GRACE, Pending, Slot};
+use fanout::{Fanout, Handover, Tap};
 
 /// A client must finish sending its headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +69,26 @@ pub struct AppState {
 /// Serves until `shutdown` is cancelled, then drains connections.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let own = state.clone();
-    accept_loop(listener, state, &own.admission, router::handle, shutdown).await;
+    let (fanout, loops) = Fanout::spawn(
+        &state.actors.broadcaster,
+        state.metrics.clone(),
+        shutdown.clone(),
+    );
+    accept_loop(
+        listener,
+        state,
+        &own.admission,
+        router::handle,
+        Some(fanout),
+        shutdown,
+    )
+    .await;
+    // The loops end every stream as soon as shutdown begins.
+    for writer in loops {
+        if tokio::time::timeout(SHUTDOWN_GRACE, writer).await.is_err() {
+            warn!("a fan-out loop still running after {SHUTDOWN_GRACE:?}");
+        }
+    }
 }
 
 /// Connections the metrics listener serves at once: Prometheus needs one or two.
@@ -107,10 +129,26 @@ pub async fn serve_operational(
     let admission = Admission::with_pending(admission::Budgets { streams: 0, others }, others);
     match serves {
         Operational::Metrics => {
-            accept_loop(listener, state, &admission, router::metrics_only, shutdown).await
+            accept_loop(
+                listener,
+                state,
+                &admission,
+                router::metrics_only,
+                None,
+                shutdown,
+            )
+            .await
         }
         Operational::Probes => {
-            accept_loop(listener, state, &admission, router::probes_only, shutdown).await
+            accept_loop(
+                listener,
+                state,
+                &admission,
+                router::probes_only,
+                None,
+                shutdown,
+            )
+            .await
         }
         Operational::Both => {
             accept_loop(
@@ -118,6 +156,7 @@ pub async fn serve_operational(
                 state,
                 &admission,
                 router::metrics_and_probes,
+                None,
                 shutdown,
             )
             .await
@@ -127,12 +166,14 @@ pub async fn serve_operational(
 
 /// Accepts every connection at once and serves it with `handler` within
 /// `admission`'s general budget (see admission.rs: eviction, `503`) until
-/// `shutdown`, then drains connections.
+/// `shutdown`, then drains connections. Streams go to `fanout` (the
+/// operational listeners serve none).
 async fn accept_loop<H, F>(
     listener: TcpListener,
     state: Arc<AppState>,
     admission: &Admission,
     handler: H,
+    fanout: Option<Fanout>,
     shutdown: CancellationToken,
 ) where
     H: Fn(Arc<AppState>, hyper::Request<hyper::body::Incoming>) -> F + Copy + Send + 'static,
@@ -161,6 +202,7 @@ async fn accept_loop<H, F>(
             stream,
             peer,
             state: state.clone(),
+            fanout: fanout.clone(),
             shutdown: shutdown.clone(),
             _alive: alive.clone(),
         };
@@ -195,6 +237,7 @@ struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<AppState>,
+    fanout: Option<Fanout>,
     shutdown: CancellationToken,
     _alive: mpsc::Sender<()>,
 }
@@ -220,6 +263,9 @@ impl Connection {
     {
         let _ends = Ends(slot.clone());
         let (peer, state, own) = (self.peer, self.state, slot.clone());
+        let handover = Handover::new();
+        let tap = Tap::new(self.stream, handover.clone());
+        let ticket_out = handover.clone();
         // The service lives as long as the connection, and the slot with it;
         // a `/stream` request gives the general slot back early (sse.rs).
         // Boxed per request: hyper keeps room for one service future per
@@ -228,6 +274,9 @@ impl Connection {
         let service = service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(guard::Peer(peer));
             req.extensions_mut().insert(own.clone());
+            // `/stream` arms it (sse.rs); the flush of that head hands the
+            // socket to the fan-out (`hand_over`).
+            req.extensions_mut().insert(ticket_out.clone());
             let busy = own.busy();
             let state = state.clone();
             // The handler's future is made inside the boxed one, not moved
@@ -243,18 +292,18 @@ impl Connection {
                 Ok::<_, std::convert::Infallible>(resp)
             })
         });
-        let conn = http1::Builder::new()
+        let mut conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(self.stream), service);
-        let mut conn = std::pin::pin!(conn);
+            .serve_connection(TokioIo::new(tap), service);
         // Every wake of this task polls the shutdown signal. The server's
         // token is one lock and one waiter list for all connections; its
         // child is this connection's own, so busy connections never contend.
         let shutdown = self.shutdown.child_token();
         tokio::select! {
-            ended = conn.as_mut() => return log_end(ended),
+            ended = &mut conn => return log_end(ended),
+            _ = handover.flushed() => return hand_over(conn, &handover, self.fanout).await,
             _ = slot.evicted() => {}
             _ = shutdown.cancelled() => {}
         }
@@ -268,12 +317,13 @@ impl Connection {
                 None => IDLE_GRACE,
             };
             tokio::select! {
-                ended = conn.as_mut() => return log_end(ended),
+                ended = &mut conn => return log_end(ended),
+                _ = handover.flushed() => return hand_over(conn, &handover, self.fanout).await,
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
-        conn.as_mut().graceful_shutdown();
+        std::pin::Pin::new(&mut conn).graceful_shutdown();
         log_end(conn.await);
     }
 
@@ -299,6 +349,25 @@ impl Connection {
     fn refuse_at_once(self) {
         self.state.metrics.connections_dropped.inc();
         let _ = self.stream.try_write(router::REFUSED_AT_ONCE);
+    }
+}
+
+/// A stream's head is out: its socket leaves hyper (with it the
+/// connection's buffers and this task) for the fan-out. Whatever the
+/// client sent after its request is dropped: the stream said
+/// `Connection: close`.
+async fn hand_over<S>(
+    conn: http1::Connection<TokioIo<Tap>, S>,
+    handover: &Handover,
+    fanout: Option<Fanout>,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = body::Body>,
+{
+    let stream = conn.into_parts().io.into_inner().into_inner();
+    match (handover.take(), fanout) {
+        (Some(ticket), Some(fanout)) => fanout.join(stream, ticket).await,
+        // No fan-out on this listener: the stream ends here.
+        _ => debug!("stream closed at handover"),
     }
 }
 

@@ -1,0 +1,1050 @@
+//! The fan-out: every `/stream` socket after its response head, written by
+//! `FANOUT_LOOPS` loops instead of one task and one hyper connection per
+//! screen. The broadcaster's frames are chunk-encoded once per loop and
+//! written to each socket with one plain `write`; a socket whose buffer is
+//! full is skipped and gets the newest counts when it drains; a socket whose
+//! peer is gone is closed. `sse.rs` admits a screen, `mod.rs` hands its
+//! socket over (`Handover`), this module owns it until it closes.
+//!
+//! Why hand over inside hyper rather than reading the first request head
+//! before hyper: a screen's `GET /stream` is often not the first request of
+//! its connection (a browser reuses the keep-alive connection that loaded
+//! `/results`, nginx reuses its upstream connections), so only hyper sees
+//! it. hyper gives a connection back whole with `Connection::into_parts`;
+//! the handler answers with the stream's head and a body that never yields,
+//! and the socket leaves hyper once hyper has flushed that head: hyper calls
+//! the socket's `poll_flush` only when its write buffer is empty, so `Tap`
+//! marks that moment. The bytes on the wire stay those hyper wrote before:
+//! the same head, then each frame as one HTTP/1.1 chunk, `0\r\n\r\n` at
+//! shutdown.
+//!
+//! The write budget: a loop may spend at most `WRITE_SHARE` of one core
+//! writing (its thread's CPU time, not the wall clock, so a busy machine
+//! does not throttle screens that cost little). When a pass over its
+//! screens costs more than that allows at the broadcaster's pace, the gap
+//! between passes grows (newer frames replace the ones waiting), so the
+//! runtime keeps the rest for votes; the gap is logged and exported as
+//! `sse_frame_gap_seconds`.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream as StdStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::admission::StreamSlot;
+use super::sse::{KEEPALIVE_FRAME, RETRY_FRAME, SSE_KEEPALIVE};
+use crate::actors::broadcaster::{BroadcasterHandle, FRAME_INTERVAL};
+use crate::metrics::Metrics;
+
+/// Writer loops. Two cores: two loops can write at once, and each one's
+/// passes stay short enough to leave the runtime to votes in between.
+pub const FANOUT_LOOPS: usize = 2;
+/// Sockets waiting to join one loop. Request path: the handing-over
+/// connection waits up to `JOIN_WAIT`, then closes (the screen reconnects).
+pub const JOIN_QUEUE: usize = 1024;
+pub const JOIN_WAIT: Duration = Duration::from_secs(1);
+/// Share of one core one loop may spend writing frames: two loops take at
+/// most 0.8 of the two cores, what 18,000 screens need at 10 frames/s on
+/// this machine's floor (~4 µs a write), and leave the rest to votes.
+/// Beyond it the frame gap grows.
+pub const WRITE_SHARE: f64 = 0.4;
+/// Sockets written between two yields to the runtime, so a pass over
+/// thousands of screens never holds a worker for more than ~1 ms.
+const YIELD_EVERY: usize = 256;
+/// Readiness events taken from the kernel per round.
+const MAX_EVENTS: usize = 256;
+/// The kernel send buffer of a screen's socket (Linux doubles it): about
+/// 100 frames of 300 bytes. A screen further behind skips to the newest counts, and a
+/// stalled screen pins no more kernel memory than this.
+pub const SCREEN_SEND_BUFFER_BYTES: usize = 16 * 1024;
+/// A screen has nothing to say after its request; a client that keeps
+/// sending is closed once it sent this much.
+const MAX_INBOUND_BYTES: usize = 4096;
+/// How often a grown frame gap is logged while it lasts.
+const GAP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The end of a chunked body: sent to every screen at shutdown.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A screen admitted to the stream budget: its slot, and its place in
+/// `sse_clients`, both given back when the socket closes.
+pub struct Ticket {
+    _slot: StreamSlot,
+    metrics: Arc<Metrics>,
+}
+
+impl Ticket {
+    pub fn new(slot: StreamSlot, metrics: Arc<Metrics>) -> Ticket {
+        metrics.sse_clients.inc();
+        Ticket {
+            _slot: slot,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.metrics.sse_clients.dec();
+    }
+}
+
+const IDLE: u8 = 0;
+const ARMED: u8 = 1;
+const FLUSHED: u8 = 2;
+
+/// One connection's way out of hyper, shared by its task, its socket
+/// (`Tap`) and its requests (an extension): `/stream` arms it with the
+/// screen's ticket; the flush after the head fires it.
+pub struct Handover {
+    state: AtomicU8,
+    ticket: Mutex<Option<Ticket>>,
+    flushed: Notify,
+}
+
+impl Handover {
+    pub fn new() -> Arc<Handover> {
+        Arc::new(Handover {
+            state: AtomicU8::new(IDLE),
+            ticket: Mutex::new(None),
+            flushed: Notify::new(),
+        })
+    }
+
+    /// The response being written is a stream's head: hand the socket over
+    /// once it is flushed.
+    pub fn arm(&self, ticket: Ticket) {
+        // Never held across an await; a poisoned lock still holds the ticket.
+        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+        self.state.store(ARMED, Ordering::Release);
+    }
+
+    /// Resolves once a stream's head has left hyper's buffer.
+    pub async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            if self.state.load(Ordering::Acquire) == FLUSHED {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn take(&self) -> Option<Ticket> {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn on_flush(&self) {
+        if self
+            .state
+            .compare_exchange(ARMED, FLUSHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.flushed.notify_one();
+        }
+    }
+}
+
+/// The socket as hyper sees it: every call passes through; a flush after
+/// `Handover::arm` tells the connection's task that the head is out
+/// (hyper's `pipeline_flush` must stay off: with it hyper skips flushes).
+pub struct Tap {
+    stream: TcpStream,
+    handover: Arc<Handover>,
+}
+
+impl Tap {
+    pub fn new(stream: TcpStream, handover: Arc<Handover>) -> Tap {
+        Tap { stream, handover }
+    }
+
+    pub fn into_inner(self) -> TcpStream {
+        self.stream
+    }
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its socket only once its own buffer is empty.
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        self.handover.on_flush();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A socket on its way to a loop.
+struct Joining {
+    stream: StdStream,
+    ticket: Ticket,
+}
+
+/// Where connections hand their stream sockets over.
+#[derive(Clone)]
+pub struct Fanout {
+    joins: Arc<[mpsc::Sender<Joining>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Fanout {
+    /// Starts the loops; they close every screen and end on `shutdown`.
+    pub fn spawn(
+        broadcaster: &BroadcasterHandle,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Fanout, Vec<JoinHandle<()>>) {
+        let mut joins = Vec::with_capacity(FANOUT_LOOPS);
+        let mut tasks = Vec::with_capacity(FANOUT_LOOPS);
+        metrics.sse_frame_gap.set(FRAME_INTERVAL.as_secs_f64());
+        for _ in 0..FANOUT_LOOPS {
+            let (tx, rx) = mpsc::channel(JOIN_QUEUE);
+            joins.push(tx);
+            let writer = Writer::new(broadcaster.clone(), metrics.clone());
+            tasks.push(tokio::spawn(writer.run(rx, shutdown.clone())));
+        }
+        let fanout = Fanout {
+            joins: joins.into(),
+            next: Arc::default(),
+        };
+        (fanout, tasks)
+    }
+
+    /// Takes over a stream's socket, its head written. Round robin: the
+    /// loops stay about equal whatever leaves.
+    pub async fn join(&self, stream: TcpStream, ticket: Ticket) {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => return debug!(error = %e, "stream socket lost at handover"),
+        };
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
+        let joining = Joining { stream, ticket };
+        if let Err(e) = self.joins[at].send_timeout(joining, JOIN_WAIT).await {
+            // Dropped: the socket closes and its slot goes back.
+            warn!(error = %e, "fan-out busy, a screen was closed at handover");
+        }
+    }
+}
+
+/// One screen in a loop.
+struct Screen {
+    stream: StdStream,
+    _ticket: Ticket,
+    /// The unwritten end of a frame the socket took only in part: it is
+    /// finished before anything else is written (chunk framing).
+    rest: Option<Bytes>,
+    /// Frames were skipped: the next write is the newest counts.
+    missed: bool,
+    /// Watching for room in the send buffer.
+    waiting: bool,
+    inbound: usize,
+}
+
+/// What one `write` did.
+enum Sent {
+    All,
+    Part(Bytes),
+    Full,
+    Gone,
+}
+
+fn send(stream: &StdStream, frame: &Bytes) -> Sent {
+    // std's `write` on Linux is `send(MSG_NOSIGNAL)`: a gone peer is an
+    // error, never a signal; the socket is non-blocking.
+    match (&*stream).write(frame) {
+        Ok(n) if n == frame.len() => Sent::All,
+        Ok(0) => Sent::Gone,
+        Ok(n) => Sent::Part(frame.slice(n..)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Full,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Full,
+        Err(_) => Sent::Gone,
+    }
+}
+
+/// `data` as one HTTP/1.1 chunk, as hyper frames a body's data.
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::fmt::Write as _;
+    let mut size = String::with_capacity(8);
+    let _ = write!(size, "{:X}\r\n", data.len());
+    out.extend_from_slice(size.as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What a frame carries: a newer frame of a kind replaces an older one
+/// still waiting for the next pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Votes,
+    Status,
+    /// Votes and status at once (after the loop lagged).
+    Both,
+    KeepAlive,
+}
+
+fn kind_of(frame: &[u8]) -> Kind {
+    if frame.starts_with(b"event: votes") {
+        if frame.windows(13).any(|w| w == b"event: status") {
+            Kind::Both
+        } else {
+            Kind::Votes
+        }
+    } else if frame.starts_with(b"event: status") {
+        Kind::Status
+    } else {
+        Kind::KeepAlive
+    }
+}
+
+/// The epoll set of one loop: screens' sockets, readable (a peer closing)
+/// always, writable while a screen waits for room.
+struct Epoll(OwnedFd);
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+const READ_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const WRITE_EVENTS: u32 = READ_EVENTS | libc::EPOLLOUT as u32;
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; the result is checked before it is owned.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Ready events now, without waiting (the runtime waits for us).
+    fn ready(&self, events: &mut [libc::epoll_event]) -> usize {
+        let len = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the kernel writes at most `len` events into `events`.
+        let n = unsafe { libc::epoll_wait(self.as_raw_fd(), events.as_mut_ptr(), len, 0) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+/// One writer loop: its screens (a slab indexed by epoll token), the
+/// frames waiting for the next pass, and the write budget's clock.
+struct Writer {
+    broadcaster: BroadcasterHandle,
+    metrics: Arc<Metrics>,
+    screens: Vec<Option<Screen>>,
+    free: Vec<usize>,
+    epoll: RawFd,
+    /// Frames since the last pass, at most one per kind.
+    waiting: Vec<(Kind, Bytes)>,
+    /// The newest counts as a chunk, for screens that skipped frames;
+    /// cleared by every pass.
+    catch_up: Option<Bytes>,
+    last_pass: Instant,
+    /// The write budget: no pass before this.
+    not_before: Instant,
+    /// The gap is grown now.
+    throttled: bool,
+    /// When the gap was last logged (at most every `GAP_LOG_EVERY`).
+    gap_logged: Option<Instant>,
+}
+
+impl Writer {
+    fn new(broadcaster: BroadcasterHandle, metrics: Arc<Metrics>) -> Writer {
+        Writer {
+            broadcaster,
+            metrics,
+            screens: Vec::new(),
+            free: Vec::new(),
+            epoll: -1,
+            waiting: Vec::with_capacity(4),
+            catch_up: None,
+            last_pass: Instant::now(),
+            not_before: Instant::now(),
+            throttled: false,
+            gap_logged: None,
+        }
+    }
+
+    async fn run(mut self, mut joins: mpsc::Receiver<Joining>, shutdown: CancellationToken) {
+        // SAFETY: the epoll descriptor is owned by `Epoll`, which the
+        // `AsyncFd` owns until it is dropped; nothing replaces or closes it.
+        let registered = |epoll| unsafe {
+            AsyncFd::register_with_interest(epoll, Interest::READABLE).map_err(io::Error::from)
+        };
+        let epoll = match Epoll::new().and_then(registered) {
+            Ok(epoll) => epoll,
+            Err(e) => {
+                error!(error = %e, "fan-out loop cannot start: screens are closed at handover");
+                drop(joins);
+                return;
+            }
+        };
+        self.epoll = epoll.as_raw_fd();
+        let (_, mut frames) = self.broadcaster.subscribe();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        loop {
+            let pass_due = !self.waiting.is_empty();
+            let keepalive_at = self.last_pass + SSE_KEEPALIVE;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                received = frames.recv() => match received {
+                    Ok(frame) => self.offer(frame),
+                    Err(RecvError::Lagged(_)) => {
+                        // Skip the backlog: the newest frames are full snapshots.
+                        self.metrics.sse_lagged.inc();
+                        self.waiting.clear();
+                        self.offer(self.broadcaster.latest());
+                    }
+                    // The broadcaster is gone: shutting down.
+                    Err(RecvError::Closed) => break,
+                },
+                Some(joining) = joins.recv() => self.join(joining),
+                ready = epoll.readable() => {
+                    let Ok(mut guard) = ready else { break };
+                    let n = epoll.get_ref().ready(&mut events);
+                    // More may be ready than one round takes: come back.
+                    if n < MAX_EVENTS {
+                        guard.clear_ready();
+                    }
+                    drop(guard);
+                    for event in &events[..n] {
+                        let (flags, token) = (event.events, event.u64);
+                        self.event(token as usize, flags);
+                    }
+                }
+                _ = tokio::time::sleep_until(self.not_before), if pass_due => self.pass().await,
+                _ = tokio::time::sleep_until(keepalive_at), if !pass_due => {
+                    self.offer(Bytes::from_static(KEEPALIVE_FRAME));
+                }
+            }
+        }
+        self.close_all();
+    }
+
+    fn offer(&mut self, frame: Bytes) {
+        let kind = kind_of(&frame);
+        match kind {
+            Kind::KeepAlive if !self.waiting.is_empty() => return,
+            Kind::Both => self.waiting.clear(),
+            _ => self
+                .waiting
+                .retain(|(k, _)| *k != kind && *k != Kind::KeepAlive),
+        }
+        self.waiting.push((kind, frame));
+    }
+
+    fn catch_up(&mut self) -> Bytes {
+        if let Some(frame) = &self.catch_up {
+            return frame.clone();
+        }
+        let mut out = Vec::new();
+        chunk(&mut out, &self.broadcaster.latest());
+        let frame = Bytes::from(out);
+        self.catch_up = Some(frame.clone());
+        frame
+    }
+
+    fn join(&mut self, joining: Joining) {
+        let Joining { stream, ticket } = joining;
+        set_send_buffer(&stream);
+        let at = self.free.pop().unwrap_or(self.screens.len());
+        if let Err(e) = watch(
+            self.epoll,
+            libc::EPOLL_CTL_ADD,
+            stream.as_raw_fd(),
+            READ_EVENTS,
+            at,
+        ) {
+            if at < self.screens.len() {
+                self.free.push(at);
+            }
+            return debug!(error = %e, "screen not watched, closed");
+        }
+        // The opening, as two chunks in one write: the retry hint, then the
+        // current counts and status.
+        let mut opening = Vec::new();
+        chunk(&mut opening, RETRY_FRAME);
+        chunk(&mut opening, &self.broadcaster.latest());
+        let screen = Screen {
+            stream,
+            _ticket: ticket,
+            rest: None,
+            missed: false,
+            waiting: false,
+            inbound: 0,
+        };
+        if at == self.screens.len() {
+            self.screens.push(Some(screen));
+        } else {
+            self.screens[at] = Some(screen);
+        }
+        self.write(at, &Bytes::from(opening));
+    }
+
+    /// Writes `frame` to screen `at`, or notes what is left.
+    fn write(&mut self, at: usize, frame: &Bytes) {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        match send(&screen.stream, frame) {
+            Sent::All => {}
+            Sent::Part(rest) => {
+                screen.rest = Some(rest);
+                self.wait_for_room(at);
+            }
+            Sent::Full => {
+                screen.missed = true;
+                self.metrics.sse_lagged.inc();
+                self.wait_for_room(at);
+            }
+            Sent::Gone => self.close(at),
+        }
+    }
+
+    /// One pass: the waiting frames, chunk-encoded once, to every screen
+    /// that has room; then the write budget sets the next pass's time.
+    async fn pass(&mut self) {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        for (_, frame) in self.waiting.drain(..) {
+            chunk(&mut out, &frame);
+        }
+        let out = Bytes::from(out);
+        self.catch_up = None;
+        // CPU time is the thread's: summed between yields (the task may
+        // move to another worker at each).
+        let mut cpu = Duration::ZERO;
+        let mut since = thread_cpu();
+        for at in 0..self.screens.len() {
+            if at % YIELD_EVERY == YIELD_EVERY - 1 {
+                cpu += thread_cpu().saturating_sub(since);
+                tokio::task::yield_now().await;
+                since = thread_cpu();
+            }
+            let Some(screen) = self.screens[at].as_mut() else {
+                continue;
+            };
+            if screen.rest.is_some() || screen.waiting {
+                // No room last time: it gets the newest counts when it drains.
+                if !screen.missed {
+                    screen.missed = true;
+                    self.metrics.sse_lagged.inc();
+                }
+                continue;
+            }
+            self.write(at, &out);
+        }
+        cpu += thread_cpu().saturating_sub(since);
+        self.last_pass = Instant::now();
+        self.budget(started, cpu);
+    }
+
+    /// The write budget: a pass that cost `cpu` allows the next one
+    /// `cpu / WRITE_SHARE` after this one's start.
+    fn budget(&mut self, started: Instant, cpu: Duration) {
+        let gap = cpu.div_f64(WRITE_SHARE);
+        self.not_before = started + gap;
+        self.metrics
+            .sse_frame_gap
+            .set(gap.max(FRAME_INTERVAL).as_secs_f64());
+        let screens = self.screens.len() - self.free.len();
+        // One line per GAP_LOG_EVERY at most, whether it grows or recovers.
+        let may_log = self
+            .gap_logged
+            .is_none_or(|at| at.elapsed() >= GAP_LOG_EVERY);
+        if gap > FRAME_INTERVAL {
+            self.throttled = true;
+            if may_log {
+                warn!(
+                    gap_ms = gap.as_millis() as u64,
+                    pass_cpu_ms = cpu.as_millis() as u64,
+                    screens,
+                    "screens need more writes than the budget allows: the frame gap grows"
+                );
+                self.gap_logged = Some(Instant::now());
+            }
+        } else if self.throttled && may_log {
+            self.throttled = false;
+            info!(screens, "frame gap back to the broadcaster's pace");
+            self.gap_logged = Some(Instant::now());
+        }
+    }
+
+    fn event(&mut self, at: usize, flags: u32) {
+        if flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            return self.close(at);
+        }
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 && !self.read(at) {
+            return self.close(at);
+        }
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            self.drained(at);
+        }
+    }
+
+    /// Reads what a screen sent; false when its peer is gone or it keeps
+    /// talking.
+    fn read(&mut self, at: usize) -> bool {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return true;
+        };
+        let mut buf = [0u8; 512];
+        match (&screen.stream).read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                screen.inbound += n;
+                screen.inbound <= MAX_INBOUND_BYTES
+            }
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
+    /// Room in a screen's send buffer: the rest of its frame, then the
+    /// newest counts if it skipped any.
+    fn drained(&mut self, at: usize) {
+        let catch_up = self.catch_up();
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(rest) = screen.rest.take() {
+            match send(&screen.stream, &rest) {
+                Sent::All => {}
+                Sent::Part(rest) => return screen.rest = Some(rest),
+                Sent::Full => return screen.rest = Some(rest),
+                Sent::Gone => return self.close(at),
+            }
+        }
+        if screen.missed {
+            match send(&screen.stream, &catch_up) {
+                Sent::All => screen.missed = false,
+                Sent::Part(rest) => {
+                    screen.missed = false;
+                    return screen.rest = Some(rest);
+                }
+                Sent::Full => return,
+                Sent::Gone => return self.close(at),
+            }
+        }
+        screen.waiting = false;
+        let fd = screen.stream.as_raw_fd();
+        if watch(self.epoll, libc::EPOLL_CTL_MOD, fd, READ_EVENTS, at).is_err() {
+            self.close(at);
+        }
+    }
+
+    fn wait_for_room(&mut self, at: usize) {
+        let Some(screen) = self.screens.get_mut(at).and_then(Option::as_mut) else {
+            return;
+        };
+        if screen.waiting {
+            return;
+        }
+        screen.waiting = true;
+        let fd = screen.stream.as_raw_fd();
+        if watch(self.epoll, libc::EPOLL_CTL_MOD, fd, WRITE_EVENTS, at).is_err() {
+            self.close(at);
+        }
+    }
+
+    /// Closing the socket takes it out of the epoll set; the ticket gives
+    /// the slot back.
+    fn close(&mut self, at: usize) {
+        if let Some(slot) = self.screens.get_mut(at)
+            && slot.take().is_some()
+        {
+            self.free.push(at);
+        }
+    }
+
+    /// Shutdown: every stream ends as hyper ended it, with the last chunk
+    /// (unless a frame is half written), then closes.
+    fn close_all(&mut self) {
+        for screen in self.screens.drain(..).flatten() {
+            if screen.rest.is_none() {
+                let _ = (&screen.stream).write(LAST_CHUNK);
+            }
+        }
+        self.free.clear();
+    }
+}
+
+/// Adds (`EPOLL_CTL_ADD`) or changes (`EPOLL_CTL_MOD`) what `epoll` watches
+/// on `fd`, and the token its events carry (the screen's slab index).
+fn watch(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: usize) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events,
+        u64: token as u64,
+    };
+    // SAFETY: `event` lives across the call; the loop owns both
+    // descriptors and keeps the epoll set open while it runs.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+    Duration::new(secs, nanos)
+}
+
+fn set_send_buffer(stream: &StdStream) {
+    let bytes = libc::c_int::try_from(SCREEN_SEND_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a c_int that lives across the call.
+    let _ = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fan-out against a real broadcaster (its Redis unreachable, so
+    //! only this test's changes reach it) and real loopback sockets, in
+    //! paused time: the opening, the keep-alive, and a screen that stops
+    //! reading.
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpSocket};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::http::admission::{Admission, Budgets};
+    use crate::live::Live;
+    use crate::poll::{Counts, CountsView, Snapshot};
+
+    struct Setup {
+        fanout: Fanout,
+        view: CountsView,
+        metrics: Arc<Metrics>,
+        admission: Admission,
+        stop_broadcaster: CancellationToken,
+        broadcaster: JoinHandle<()>,
+        shutdown: CancellationToken,
+        loops: Vec<JoinHandle<()>>,
+    }
+
+    fn setup() -> Setup {
+        let view = CountsView::new();
+        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
+        let metrics = Arc::new(Metrics::new());
+        let stop_broadcaster = CancellationToken::new();
+        let (_hidden_tx, hidden) = watch::channel(false);
+        let (handle, broadcaster) = BroadcasterHandle::spawn(
+            view.clone(),
+            live,
+            hidden,
+            "test".into(),
+            metrics.clone(),
+            stop_broadcaster.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let (fanout, loops) = Fanout::spawn(&handle, metrics.clone(), shutdown.clone());
+        let admission = Admission::new(Budgets {
+            streams: 4,
+            others: 1,
+        });
+        Setup {
+            fanout,
+            view,
+            metrics,
+            admission,
+            stop_broadcaster,
+            broadcaster,
+            shutdown,
+            loops,
+        }
+    }
+
+    /// A screen whose socket the fan-out owns; `recv_buffer` sizes the
+    /// client's receive buffer (the kernel's minimum when tiny).
+    async fn screen(s: &Setup, recv_buffer: Option<u32>) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        }
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(socket.connect(addr), listener.accept());
+        let (server, _) = accepted.expect("accept");
+        let slot = s.admission.stream(None, false).expect("a stream slot");
+        s.fanout
+            .join(server, Ticket::new(slot, s.metrics.clone()))
+            .await;
+        Client {
+            stream: client.expect("connect"),
+            raw: Vec::new(),
+        }
+    }
+
+    /// The client side: raw bytes in, HTTP/1.1 chunks out.
+    struct Client {
+        stream: TcpStream,
+        raw: Vec<u8>,
+    }
+
+    impl Client {
+        /// The next chunk's data, within `limit`; `None` on timeout or end.
+        async fn chunk(&mut self, limit: Duration) -> Option<String> {
+            tokio::time::timeout(limit, async {
+                loop {
+                    if let Some(data) = self.take_chunk() {
+                        return Some(data);
+                    }
+                    let mut buf = [0u8; 4096];
+                    match self.stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+
+        /// One whole chunk off the front of `raw`; panics on broken framing.
+        fn take_chunk(&mut self) -> Option<String> {
+            let line = self.raw.windows(2).position(|w| w == b"\r\n")?;
+            let size = std::str::from_utf8(&self.raw[..line]).expect("ASCII size");
+            let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+            let end = line + 2 + size + 2;
+            if self.raw.len() < end {
+                return None;
+            }
+            assert_eq!(&self.raw[end - 2..end], b"\r\n", "chunk framing");
+            let data = String::from_utf8(self.raw[line + 2..end - 2].to_vec()).expect("UTF-8");
+            self.raw.drain(..end);
+            Some(data)
+        }
+    }
+
+    /// The `print` count of the last `votes` event in `chunk`.
+    fn print_count(chunk: &str) -> Option<u64> {
+        let data = chunk.split("event: votes\ndata: ").nth(1)?.lines().next()?;
+        let json: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        json["print"]["count"].as_u64()
+    }
+
+    fn snapshot(n: u64) -> Snapshot {
+        Snapshot {
+            counts: Counts([n, 0, 0, 0, 0, 0, 0, 0]),
+            seq: n,
+            local: 0,
+        }
+    }
+
+    async fn opening(c: &mut Client) -> String {
+        // The loop takes the socket over at once: no time passes.
+        let retry = c
+            .chunk(Duration::from_millis(1))
+            .await
+            .expect("retry first");
+        assert_eq!(retry.as_bytes(), RETRY_FRAME);
+        c.chunk(Duration::ZERO).await.expect("the current frame")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_gets_a_keep_alive_comment_every_sse_keepalive() {
+        let s = setup();
+        let mut c = screen(&s, None).await;
+        let current = opening(&mut c).await;
+        assert_eq!(print_count(&current), Some(0));
+        let counted = c.chunk(STATUS_TICK * 2).await;
+        assert!(counted.is_some_and(|c| c.contains(r#""watching":1"#)));
+        // Nothing to broadcast any more: the stream is silent from here on.
+        s.stop_broadcaster.cancel();
+        s.broadcaster.await.expect("broadcaster stopped");
+        for _ in 0..2 {
+            let silent_since = Instant::now();
+            let chunk = c
+                .chunk(SSE_KEEPALIVE * 2)
+                .await
+                .expect("a keep-alive within twice the interval");
+            assert_eq!(chunk.as_bytes(), KEEPALIVE_FRAME);
+            assert_eq!(silent_since.elapsed(), SSE_KEEPALIVE);
+        }
+        s.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_status_is_sent_every_status_refresh_and_no_keep_alive_is_needed() {
+        let s = setup();
+        let mut c = screen(&s, None).await;
+        opening(&mut c).await;
+        // The broadcaster's first tick sees this screen: `watching` 0 → 1.
+        let first = c
+            .chunk(STATUS_TICK * 2)
+            .await
+            .expect("the status with this screen counted");
+        assert!(first.starts_with("event: status\n"), "{first}");
+        assert!(first.contains(r#""watching":1"#), "{first}");
+        // Two keep-alive intervals: the refreshed status fills every silence.
+        let start = Instant::now();
+        let mut last = start;
+        while start.elapsed() < SSE_KEEPALIVE * 2 {
+            let chunk = c
+                .chunk(STATUS_REFRESH + STATUS_TICK)
+                .await
+                .expect("a status within STATUS_REFRESH");
+            assert_eq!(chunk, first, "the same status, refreshed");
+            let gap = last.elapsed();
+            assert!(
+                gap >= STATUS_REFRESH && gap < STATUS_REFRESH + STATUS_TICK,
+                "a status {gap:?} after the one before"
+            );
+            last = Instant::now();
+        }
+        assert_eq!(s.metrics.sse_lagged.get(), 0);
+        s.shutdown.cancel();
+        s.stop_broadcaster.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_screen_is_skipped_then_gets_the_newest_counts() {
+        let s = setup();
+        let mut stalled = c_with_tiny_buffer(&s).await;
+        let mut reader = screen(&s, None).await;
+        opening(&mut stalled).await;
+        opening(&mut reader).await;
+        // The stalled screen reads nothing while frames go out until its
+        // buffers are full and it is skipped, then for three times as many
+        // frames again. `sent` is what the reader got meanwhile.
+        let mut n = 0;
+        let mut buffered_at_most = 0;
+        while s.metrics.sse_lagged.get() == 0 {
+            n += 1;
+            assert!(
+                n < 2_000,
+                "never skipped: its frames are buffered somewhere"
+            );
+            buffered_at_most += sent(&s.view, &mut reader, n).await;
+        }
+        let mut sent_since = 0;
+        for _ in 0..3 * n {
+            n += 1;
+            sent_since += sent(&s.view, &mut reader, n).await;
+        }
+        // It drains: what was in the kernel's buffers, the end of the frame
+        // it took in part, then at once the newest counts; nothing queued
+        // in between.
+        let mut read = 0;
+        let mut newest = None;
+        while newest != Some(n) {
+            let chunk = stalled
+                .chunk(Duration::from_millis(1))
+                .await
+                .expect("frames up to the newest counts");
+            read += chunk.len();
+            newest = print_count(&chunk).or(newest);
+        }
+        assert!(
+            read < buffered_at_most + 4096,
+            "read {read} bytes to reach the newest counts; {buffered_at_most} were sent before it was skipped, {sent_since} after"
+        );
+        // And it goes on like any other screen.
+        s.view.offer(snapshot(n + 1));
+        let next = loop {
+            let chunk = stalled.chunk(FRAME_INTERVAL * 2).await.expect("a frame");
+            if let Some(count) = print_count(&chunk) {
+                break count;
+            }
+        };
+        assert_eq!(next, n + 1);
+        s.shutdown.cancel();
+        for writer in s.loops {
+            writer.await.expect("loop ends");
+        }
+        assert_eq!(s.admission.in_use().streams, 0, "every slot given back");
+        s.stop_broadcaster.cancel();
+    }
+
+    /// Offers counts `n`; the bytes `reader` got up to the frame with them.
+    async fn sent(view: &CountsView, reader: &mut Client, n: u64) -> usize {
+        view.offer(snapshot(n));
+        let mut bytes = 0;
+        loop {
+            let chunk = reader.chunk(FRAME_INTERVAL * 2).await.expect("a frame");
+            bytes += chunk.len();
+            if print_count(&chunk) == Some(n) {
+                // Apart enough that the broadcaster sends each at once.
+                tokio::time::sleep(FRAME_INTERVAL * 2).await;
+                return bytes;
+            }
+        }
+    }
+
+    async fn c_with_tiny_buffer(s: &Setup) -> Client {
+        screen(s, Some(1)).await
+    }
+
+    use crate::actors::broadcaster::{STATUS_REFRESH, STATUS_TICK};
+}
