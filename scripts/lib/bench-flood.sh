@@ -5,7 +5,7 @@
 # 500 ms, a probe on the probe listener and a new client's vote on the
 # public port are timed (curl, one fresh connection each, 5 s at most).
 flood() {
-  local samples="$STACK/flood-samples.txt" end
+  local samples="$STACK/flood-samples.txt" end sampler_pids=()
   : >"$samples"
   log "oha: POST /vote, ${DURATION}s, $FLOOD keep-alive connections; probe + new client every 500 ms"
   oha -z "${DURATION}s" -c "$FLOOD" --no-tui --output-format json --wait-ongoing-requests-after-deadline \
@@ -19,6 +19,7 @@ flood() {
     # A 503 must carry Retry-After: count it in the status as 503r when it does.
     ( curl -sS -o /dev/null --max-time 5 -w 'probe %{http_code} %{time_total}\n' \
         "http://127.0.0.1:$PROBE_PORT/ready/votes" || echo "probe 000 5" ) >>"$samples" &
+    sampler_pids+=($!)
     ( out="$(curl -sS -D - -o /dev/null --max-time 5 -w 'status %{http_code} %{time_total}\n' \
         -H 'content-type: application/json' -d '{"choice":"print"}' \
         "http://127.0.0.1:$APP_PORT/vote" 2>/dev/null)" || true
@@ -27,10 +28,12 @@ flood() {
       code="$2"
       [ "$code" = 503 ] && grep -qi '^retry-after:' <<<"$out" && code=503r
       echo "vote $code $3" ) >>"$samples" &
+    sampler_pids+=($!)
     sleep 0.5
   done
   wait "$oha_pid"
-  wait
+  # Not a bare `wait`: the server is this shell's background job too.
+  wait "${sampler_pids[@]}"
   python3 - "$STACK/flood.json" "$samples" "$FLOOD" "$DURATION" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
