@@ -171,7 +171,8 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn random_hex<const N: usize>() -> String {
+/// `N` bytes from the OS random source, in lowercase hex.
+pub fn random_hex<const N: usize>() -> String {
     hex(&random_bytes::<N>())
 }
 

@@ -18,6 +18,34 @@ use tokio_postgres::types::Type;
 use super::{DbError, MeteredPool};
 use crate::totals::ShardCopy;
 
+/// The columns `shard_copy` reads, for a `vote_totals` row named `counts`
+/// (a macro, so statements built with `concat!` stay `&'static str`).
+macro_rules! shard_columns {
+    () => {
+        "shard, epoch, version,
+         ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
+         ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)"
+    };
+}
+
+/// A `vote_totals` row's counts (`s.counts`) with `$added`'s `(k, n)` rows
+/// added, computed inside the UPDATE so a concurrent writer of the same
+/// row is re-read, never overwritten.
+macro_rules! merged_counts {
+    ($added:literal) => {
+        concat!(
+            "(SELECT coalesce(jsonb_object_agg(k, n), '{}')
+              FROM (SELECT k, sum(n)::bigint AS n
+                    FROM (SELECT key AS k, value::bigint AS n
+                          FROM jsonb_each_text(s.counts)
+                          UNION ALL ",
+            $added,
+            ") AS u
+                    GROUP BY k) AS g)"
+        )
+    };
+}
+
 /// How long a statement may keep running past its deadline while the server
 /// is asked to cancel it and the statement's own answer is awaited.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
@@ -164,7 +192,7 @@ async fn insert_in_transaction(
 ) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>, Devices), Step> {
     // The shard's new counts are computed in the UPDATE itself, so a
     // concurrent writer of the same shard is re-read, never overwritten.
-    let prepare = client.prepare_cached(
+    let prepare = client.prepare_cached(concat!(
         "WITH batch AS (
                  INSERT INTO vote_batches (batch_id) VALUES ($1)
              ), pruned AS (
@@ -185,20 +213,16 @@ async fn insert_in_transaction(
              ), shard AS (
                  UPDATE vote_totals AS s
                  SET version = s.version + 1,
-                     counts = (SELECT coalesce(jsonb_object_agg(k, n), '{}')
-                               FROM (SELECT k, sum(n)::bigint AS n
-                                     FROM (SELECT key AS k, value::bigint AS n
-                                           FROM jsonb_each_text(s.counts)
-                                           UNION ALL SELECT k, n FROM added) AS u
-                                     GROUP BY k) AS g)
+                     counts = ",
+        merged_counts!("SELECT k, n FROM added"),
+        "
                  WHERE s.shard = $8
                  RETURNING s.shard, s.epoch, s.version, s.counts
              )
-             SELECT (SELECT count(*) FROM keyed), shard, epoch, version,
-                    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
-                    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)
-             FROM shard",
-    );
+             SELECT (SELECT count(*) FROM keyed), ",
+        shard_columns!(),
+        " FROM shard"
+    ));
     let stmt = cancel_after(client, deadline, prepare)
         .await
         .map_err(Step::BeforeCommit)?;
@@ -401,26 +425,22 @@ async fn store_devices(
     let stmt = cancel_after(
         client,
         deadline,
-        client.prepare_cached(
+        client.prepare_cached(concat!(
             "WITH d AS (
                  SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[]) AS t(sh, k, n)
              ), changed AS (
                  UPDATE vote_totals AS s
                  SET version = s.version + 1,
-                     counts = (SELECT coalesce(jsonb_object_agg(k, n), '{}')
-                               FROM (SELECT k, sum(n)::bigint AS n
-                                     FROM (SELECT key AS k, value::bigint AS n
-                                           FROM jsonb_each_text(s.counts)
-                                           UNION ALL SELECT d.k, d.n FROM d WHERE d.sh = s.shard) AS u
-                                     GROUP BY k) AS g)
+                     counts = ",
+            merged_counts!("SELECT d.k, d.n FROM d WHERE d.sh = s.shard"),
+            "
                  WHERE s.shard IN (SELECT sh FROM d)
                  RETURNING s.shard, s.epoch, s.version, s.counts
              )
-             SELECT shard, epoch, version,
-                    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
-                    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)
-             FROM changed",
-        ),
+             SELECT ",
+            shard_columns!(),
+            " FROM changed"
+        )),
     )
     .await?;
     let changed = cancel_after(
@@ -503,9 +523,7 @@ pub async fn shard(client: &Object, shard: i32, deadline: Instant) -> Result<Sha
 }
 
 /// The columns `shard_copy` reads, for a `vote_totals` row.
-const SHARD_COLUMNS: &str = "shard, epoch, version,
-    ARRAY(SELECT key FROM jsonb_each_text(counts) ORDER BY key),
-    ARRAY(SELECT value::bigint FROM jsonb_each_text(counts) ORDER BY key)";
+const SHARD_COLUMNS: &str = shard_columns!();
 
 /// Settles a batch whose last attempt may still be running on the server:
 /// claims its id alone. True when the claim succeeded, so the batch was not

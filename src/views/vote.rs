@@ -14,11 +14,7 @@ use crate::poll::Choice;
 /// operating system's random source, in hex, so keys can be neither guessed
 /// (another visitor's vote pre-empted) nor repeated.
 pub fn fresh_vote_id() -> String {
-    let mut bytes = [0u8; 16];
-    // getrandom(2) blocks until the kernel's pool is seeded rather than fail;
-    // an error means no random source at all, where no page is safe to serve.
-    getrandom::fill(&mut bytes).expect("the OS random source is readable");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::signing::random_hex::<16>()
 }
 
 /// What the vote page knows of its request.

@@ -17,6 +17,7 @@ use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::guard::Credentials;
+use crate::http::handlers::console::AdminForm;
 use crate::http::handlers::pages;
 use crate::views;
 
@@ -109,18 +110,6 @@ struct ScreenQuery {
     conf: Option<String>,
 }
 
-/// What the admin page's projector form posts.
-#[derive(Debug, Default, Deserialize)]
-struct ScreenForm {
-    token: Option<String>,
-}
-
-impl Strings for ScreenForm {
-    fn strings(&self) -> impl Iterator<Item = &str> {
-        self.token.as_deref().into_iter()
-    }
-}
-
 /// `POST /admin/screen`: for an admin, a fresh screen ticket: the form gets
 /// `303` to `/results?screen=…`, an API client the ticket and both
 /// projector links as JSON. Anyone else is refused as for every admin action.
@@ -133,11 +122,9 @@ pub async fn screen(
     let from_page = pages::Answer::of(&req) == pages::Answer::Page;
     let mut page = pages::page_with(state, None, query.conf.as_deref());
     let authorized = if from_page {
-        match body::read(req).await {
-            Ok(bytes) => body::decode::<ScreenForm>(Encoding::Form, &bytes)
-                .and_then(|form| credentials.authorize(&state.config, form.token.as_deref())),
-            Err(e) => Err(e),
-        }
+        AdminForm::read(req)
+            .await
+            .and_then(|form| credentials.authorize(&state.config, form.token.as_deref()))
     } else {
         credentials.authorize(&state.config, None)
     };

@@ -46,8 +46,16 @@ struct VisibilityQuery {
 
 /// What the admin page's forms post (a browser cannot set `Authorization`).
 #[derive(Debug, Default, Deserialize)]
-struct AdminForm {
-    token: Option<String>,
+pub(super) struct AdminForm {
+    pub(super) token: Option<String>,
+}
+
+impl AdminForm {
+    /// The form of an admin page's `POST`.
+    pub(super) async fn read(req: Request<Incoming>) -> Result<AdminForm, ApiError> {
+        let bytes = body::read(req).await?;
+        body::decode(Encoding::Form, &bytes)
+    }
 }
 
 impl Strings for AdminForm {
@@ -71,11 +79,7 @@ pub async fn results_visibility(
             &serde_json::json!({ "status": "success", "visible": visible, "message": message }),
         ));
     }
-    let form = match body::read(req).await {
-        Ok(bytes) => body::decode::<AdminForm>(Encoding::Form, &bytes),
-        Err(e) => Err(e),
-    };
-    let result = match form {
+    let result = match AdminForm::read(req).await {
         Ok(form) => set_visibility(state, &credentials, form.token.as_deref(), &query).await,
         Err(e) => Err(e),
     };
