@@ -3,6 +3,7 @@
 //! returns a handle, so tests run the real application in-process.
 
 pub mod actors;
+pub mod assets;
 pub mod brand;
 pub mod config;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod live;
 pub mod metrics;
 pub mod poll;
 pub mod signing;
+pub mod timeline;
 pub mod totals;
 pub mod views;
 

@@ -65,6 +65,10 @@ impl BroadcasterHandle {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
+        // Every reason's series from the start, so an alert can use increase() from zero.
+        for reason in crate::live::Rejected::ALL {
+            metrics.pubsub_rejected.with_label_values(&[reason.label()]);
+        }
         let (frames, _) = broadcast::channel(FRAME_BUFFER);
         let (failures, failures_rx) = mpsc::channel(FAILURE_QUEUE);
         let status = Status {

@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
+use crate::timeline::Outcome;
 
 /// Outcome notifications waiting. Notification policy: `try_send`; when full
 /// the outcome is dropped and counted in `timeline_dropped_total`, because
@@ -31,47 +32,6 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_PENDING: usize = 20_000;
 /// How long a reset waits for the timeline to be emptied.
 pub const RESET_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What happened to one vote (docs/contract.md, the speaker's console); `Invalid` is any 4xx refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Accepted,
-    ReferralCacheExhausted,
-    Invalid,
-    DbUnavailable,
-    Overloaded,
-}
-
-impl Outcome {
-    /// Every outcome, in the order of `/timeline.json` and the CSV columns.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Accepted,
-        Outcome::ReferralCacheExhausted,
-        Outcome::Invalid,
-        Outcome::DbUnavailable,
-        Outcome::Overloaded,
-    ];
-
-    /// The key in JSON, CSV and PostgreSQL.
-    pub fn key(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::ReferralCacheExhausted => "referral_cache_exhausted",
-            Outcome::Invalid => "invalid",
-            Outcome::DbUnavailable => "db_unavailable",
-            Outcome::Overloaded => "overloaded",
-        }
-    }
-
-    /// Position in `ALL`.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn from_key(key: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.key() == key)
-    }
-}
 
 enum TimelineMsg {
     Record {

@@ -1,12 +1,12 @@
 //! `timeline_counts` and `timeline_processes`: the incident timeline's
 //! flush (one upsert per flush, whatever the vote rate), its read in at most
 //! `MAX_BUCKETS` buckets, and its reset. Times are Unix seconds (buckets) and
-//! milliseconds (markers); `rfc3339` formats them for clients.
+//! milliseconds (markers); `crate::timeline::rfc3339` formats them for clients.
 
 use deadpool_postgres::Object;
 
 use super::DbError;
-use crate::actors::timeline::Outcome;
+use crate::timeline::{Bucket, Marker, Outcome, Timeline};
 
 /// Most buckets a read returns: 1 s while the session is young, coarser after.
 pub const MAX_BUCKETS: i64 = 300;
@@ -14,47 +14,6 @@ pub const MAX_BUCKETS: i64 = 300;
 const WIDTHS: [i64; 17] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 43_200, 86_400,
 ];
-
-/// One time bucket: counts indexed by `Outcome::index`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bucket {
-    pub start: i64,
-    pub seconds: i64,
-    pub counts: [u64; 5],
-}
-
-impl Bucket {
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        self.counts[outcome.index()]
-    }
-
-    /// Refused votes of any reason.
-    pub fn refused(&self) -> u64 {
-        self.counts.iter().sum::<u64>() - self.get(Outcome::Accepted)
-    }
-}
-
-/// Where a process with another version started answering.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    pub version: String,
-    pub first_seen_ms: i64,
-}
-
-/// The whole timeline since the last reset, ready to draw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Timeline {
-    /// Contiguous, oldest first (empty buckets included).
-    pub buckets: Vec<Bucket>,
-    pub versions: Vec<Marker>,
-}
-
-impl Timeline {
-    /// Sum over every bucket for `outcome`.
-    pub fn total(&self, outcome: Outcome) -> u64 {
-        self.buckets.iter().map(|b| b.get(outcome)).sum()
-    }
-}
 
 /// Adds one flush: per-second counts of one process, and the process's first
 /// answer if it is new to this session. One statement, one round trip.
@@ -173,30 +132,6 @@ pub fn bucket_width(lo: i64, hi: i64) -> i64 {
     w
 }
 
-/// `ms` since the Unix epoch as RFC 3339 in UTC (`…T…Z`, milliseconds when
-/// not whole seconds).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    if millis == 0 {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-    } else {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,13 +148,5 @@ mod tests {
             let n = (1_700_000_001 + span) / w - 1_700_000_001 / w + 1;
             assert!(n <= MAX_BUCKETS, "{span} s in {n} buckets of {w} s");
         }
-    }
-
-    #[test]
-    fn formats_rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_987_997_123), "2026-11-29T21:33:17.123Z");
-        assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59Z");
     }
 }

@@ -16,7 +16,7 @@ use super::AppState;
 use super::body::{self, Body};
 use super::error::ApiError;
 use super::{guard, handlers};
-use crate::metrics::method_label;
+use crate::metrics::{self, method_label};
 
 /// Every route, named by its `endpoint` metric label (an unknown path is
 /// `None`, labelled `other`).
@@ -48,7 +48,7 @@ impl Endpoint {
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::Index => "/",
-            Endpoint::Vote => "/vote",
+            Endpoint::Vote => metrics::VOTE_ENDPOINT,
             Endpoint::Thanks => "/thanks",
             Endpoint::Votes => "/votes",
             Endpoint::Stream => "/stream",
@@ -122,6 +122,12 @@ pub fn resolve(path: &str) -> Option<(Endpoint, Allowed)> {
     Some(route)
 }
 
+/// The metrics label of an answer's endpoint: an unknown path is one label,
+/// whatever the path.
+fn label(endpoint: Option<Endpoint>) -> &'static str {
+    endpoint.map_or("other", Endpoint::label)
+}
+
 /// Entry point for every request: route, answer, measure, log.
 pub async fn handle(
     state: Arc<AppState>,
@@ -164,7 +170,7 @@ pub async fn handle(
     let elapsed = started.elapsed();
     state
         .metrics
-        .observe_request(method, endpoint, status, elapsed.as_secs_f64());
+        .observe_request(method, label(endpoint), status, elapsed.as_secs_f64());
     info!(
         target: "vote_api::access",
         method,
@@ -229,7 +235,7 @@ async fn operational(
     };
     state.metrics.observe_request(
         method_label(req.method()),
-        endpoint,
+        label(endpoint),
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -261,7 +267,7 @@ pub async fn refuse(
     let elapsed = started.elapsed();
     state
         .metrics
-        .observe_request(method, endpoint, 503, elapsed.as_secs_f64());
+        .observe_request(method, label(endpoint), 503, elapsed.as_secs_f64());
     info!(
         target: "vote_api::access",
         method,

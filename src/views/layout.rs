@@ -5,7 +5,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::{Page, sign};
-use crate::http::handlers::assets::url;
+use crate::assets::url;
 
 /// The parts of the skeleton that differ per page.
 pub struct Chrome<'a> {

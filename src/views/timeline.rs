@@ -10,8 +10,7 @@ use maud::{Markup, html};
 use super::Page;
 use super::layout::{self, Chrome};
 use super::results::connection_banner;
-use crate::actors::timeline::Outcome;
-use crate::db::timeline::{Bucket, Timeline, rfc3339};
+use crate::timeline::{Bucket, Outcome, Timeline, rfc3339};
 
 /// Drawing size in SVG units (scaled to the screen by CSS).
 const WIDTH: f64 = 1600.0;
@@ -240,7 +239,7 @@ fn table(timeline: &Timeline) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::timeline::Marker;
+    use crate::timeline::Marker;
 
     fn sample() -> Timeline {
         let bucket = |start, counts| Bucket {

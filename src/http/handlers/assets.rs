@@ -1,4 +1,4 @@
-//! `/static/…`: files from `assets/`, embedded in the binary. `build.rs`
+//! `/static/…`: the files of `crate::assets`, embedded in the binary. `build.rs`
 //! gives each a content-hash name, which pages use and browsers may cache
 //! for a year (`immutable`); the plain name still answers, revalidated
 //! hourly. Text files are served gzipped (compressed at build time) to
@@ -8,30 +8,12 @@
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use crate::assets::ASSETS;
 use crate::http::body::{self, Body};
 use crate::http::error::ApiError;
 
-struct Asset {
-    path: &'static str,
-    fingerprinted: &'static str,
-    content_type: &'static str,
-    hash: u64,
-    bytes: &'static [u8],
-    gzip: Option<&'static [u8]>,
-}
-
-const ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
-
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "public, max-age=3600";
-
-/// The URL pages use for `path` (e.g. `app.css`): its fingerprinted name.
-pub fn url(path: &str) -> String {
-    match ASSETS.iter().find(|a| a.path == path) {
-        Some(asset) => format!("/static/{}", asset.fingerprinted),
-        None => format!("/static/{path}"),
-    }
-}
 
 pub fn serve<B>(req: &Request<B>) -> Response<Body> {
     let name = req.uri().path().trim_start_matches("/static/");

@@ -16,13 +16,13 @@ use tracing::{info, warn};
 
 use crate::actors::broadcaster::hidden_json;
 use crate::actors::referral::ReferralError;
-use crate::actors::timeline::Outcome;
-use crate::db::{self, timeline::Timeline};
+use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::guard::Credentials;
 use crate::http::handlers::{pages, vote};
+use crate::timeline::{Outcome, Timeline, rfc3339};
 use crate::views;
 
 /// How long reading the timeline may take.
@@ -212,7 +212,7 @@ fn timeline_json_value(timeline: &Timeline) -> TimelineJson<'_> {
         .buckets
         .iter()
         .map(|b| BucketJson {
-            start: db::timeline::rfc3339(b.start * 1000),
+            start: rfc3339(b.start * 1000),
             seconds: b.seconds,
             accepted: b.get(Outcome::Accepted),
             referral_cache_exhausted: b.get(Outcome::ReferralCacheExhausted),
@@ -226,7 +226,7 @@ fn timeline_json_value(timeline: &Timeline) -> TimelineJson<'_> {
         .iter()
         .map(|m| VersionJson {
             version: &m.version,
-            first_seen: db::timeline::rfc3339(m.first_seen_ms),
+            first_seen: rfc3339(m.first_seen_ms),
         })
         .collect();
     TimelineJson { buckets, versions }
@@ -283,11 +283,7 @@ pub async fn timeline_csv<B>(
     }
     csv.push('\n');
     for b in &timeline.buckets {
-        csv.push_str(&format!(
-            "{},{}",
-            db::timeline::rfc3339(b.start * 1000),
-            b.seconds
-        ));
+        csv.push_str(&format!("{},{}", rfc3339(b.start * 1000), b.seconds));
         for n in b.counts {
             csv.push_str(&format!(",{n}"));
         }
