@@ -5,7 +5,6 @@
 //! ends the stream on shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -18,13 +17,11 @@ use super::AppState;
 use super::admission::{Slot, StreamSlot};
 use super::body::{self, Body};
 use super::fanout::{Handover, Ticket};
+// The stream's frames and keep-alive interval, still public here: the
+// fan-out writes them.
+pub use super::fanout::{KEEPALIVE_FRAME, RETRY_FRAME, SSE_KEEPALIVE};
 use crate::metrics::Metrics;
 
-/// Longest silence before a keep-alive comment (docs/contract.md#get-stream).
-pub const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
-/// Tells EventSource how long to wait before reconnecting.
-pub const RETRY_FRAME: &[u8] = b"retry: 2000\n\n";
-pub const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// Seconds a refused screen waits before it tries again (`Retry-After`).
 pub const STREAM_RETRY_AFTER_SECS: u32 = 5;
 

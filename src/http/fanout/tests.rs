@@ -6,6 +6,7 @@
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::*;
 use crate::http::admission::{Admission, Budgets};
