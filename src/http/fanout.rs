@@ -5,7 +5,8 @@
 //! full is skipped and gets the newest counts when it drains; a socket whose
 //! peer is gone is closed. `sse.rs` admits a screen, `mod.rs` hands its
 //! socket over (`Handover`), this module owns it until it closes: the
-//! front here (`Handover`, `Tap`, `Fanout`), the loops in `fanout/writer.rs`.
+//! front here (`Handover`, `Tap`, `Fanout`), the loops in `fanout/writer.rs`,
+//! their system calls in `fanout/sys.rs`.
 //!
 //! Why hand over inside hyper rather than reading the first request head
 //! before hyper: a screen's `GET /stream` is often not the first request of
@@ -47,6 +48,7 @@ use crate::actors::broadcaster::{BroadcasterHandle, FRAME_INTERVAL};
 use crate::metrics::Metrics;
 use writer::Writer;
 
+mod sys;
 mod writer;
 
 /// Writer loops. Two cores: two loops can write at once, and each one's
