@@ -7,13 +7,10 @@
 //! are unique in PostgreSQL, so a retry, a repeat or another replica
 //! conflicts instead of storing twice, and no caller is answered before the
 //! writer knows whether its vote is stored.
+//! The actor is here; the batch's pure steps (columns, rounds, answers)
+//! are in `writer/batch.rs`, storing it exactly once in `writer/store.rs`.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -24,10 +21,15 @@ use tracing::{error, warn};
 
 use super::mailbox::{self, Unanswered};
 use super::tally::{Recount, TallyHandle};
-use crate::db::{self, DbError, MeteredPool as Pool};
+use crate::db::{self, MeteredPool as Pool};
 use crate::metrics::Metrics;
 use crate::poll::{Choice, Counts, Poll};
 use crate::totals::{self, ShardCopy};
+use batch::{batch_id_base, batch_rows, outcomes, repeated_devices};
+use store::Settled;
+
+mod batch;
+mod store;
 
 /// Mailbox size. Request path: callers wait up to `ENQUEUE_TIMEOUT` for room,
 /// then get 503 — the queue never grows without bound.
@@ -182,26 +184,6 @@ pub const VOTE_REPLY_TIMEOUT: Duration = QUEUE_WAIT
 struct PendingVote {
     vote: NewVote,
     reply: Reply<Recorded>,
-}
-
-/// What a committed batch did: who holds its keys, this writer's shard's
-/// totals after it (`None`: not known, the tally recounts), and what its
-/// device votes did (`None`: not known, they are answered 503).
-struct Settled {
-    owners: KeyOwners,
-    copy: Option<ShardCopy>,
-    devices: Option<db::votes::Devices>,
-}
-
-/// Who holds each idempotency key of a committed batch.
-enum KeyOwners {
-    /// Every key was new: this batch stored each key's first vote.
-    AllNew,
-    /// The stored vote of each key; a missing key was deleted by a reset since.
-    Found(HashMap<String, db::votes::KeyedVote>),
-    /// Could not be read: the keyed votes are answered 503 and their clients
-    /// retry with the same keys, which settles them.
-    Unknown,
 }
 
 struct PersistenceWriter {
@@ -370,124 +352,6 @@ impl PersistenceWriter {
         }
     }
 
-    /// Stores a batch exactly once and finds out who holds its keys. Retries
-    /// a lost PostgreSQL for `RETRY_BUDGET`; a retry conflicts with, or waits
-    /// for, an earlier attempt of the same batch. When an attempt's outcome
-    /// stayed unknown, the batch is fenced before it is answered as failed,
-    /// so it cannot commit later. With the owners come the shard's totals
-    /// after the commit; when an earlier attempt made it (its answer was
-    /// lost), both are read afterwards, and the totals as they are by then
-    /// (any committed state is a valid copy).
-    async fn store(
-        &self,
-        batch_id: i64,
-        rows: &db::votes::BatchRows<'_>,
-    ) -> Result<Settled, DbError> {
-        let started = Instant::now();
-        let settle_by = started + COMMIT_BUDGET - db::votes::CANCEL_GRACE;
-        // Set by any attempt that may have reached the server and committed.
-        let in_doubt = &AtomicBool::new(false);
-        let at = self.at;
-        let inserted = retry(
-            "vote batch",
-            started + RETRY_BUDGET,
-            started + RETRY_BUDGET + ATTEMPT_TIMEOUT,
-            |deadline| async move {
-                let client = db::votes::client(&self.pool, deadline).await?;
-                let inserted = db::votes::insert_batch(client, at, batch_id, rows, deadline).await;
-                if inserted.as_ref().is_err_and(db::votes::may_have_committed) {
-                    in_doubt.store(true, Ordering::Relaxed);
-                }
-                inserted
-            },
-        )
-        .await;
-        let inserted = match inserted {
-            Ok(inserted) => inserted,
-            Err(e) if !in_doubt.load(Ordering::Relaxed) => return Err(e),
-            Err(e) => {
-                self.metrics.batches_fenced.inc();
-                let fenced = retry("batch fence", settle_by, settle_by, |deadline| async move {
-                    let client = db::votes::client(&self.pool, deadline).await?;
-                    db::votes::fence_batch(&client, batch_id, deadline).await
-                })
-                .await
-                .inspect_err(|_| error!(batch_id, "batch outcome unknown: it may be stored"))?;
-                if fenced {
-                    return Err(e);
-                }
-                db::votes::Inserted::Before
-            }
-        };
-        match inserted {
-            db::votes::Inserted::Now {
-                copy,
-                keys,
-                devices,
-            } => Ok(Settled {
-                owners: match keys {
-                    None => KeyOwners::AllNew,
-                    Some(found) => KeyOwners::Found(found.into_iter().collect()),
-                },
-                copy: Some(copy),
-                devices: Some(devices),
-            }),
-            db::votes::Inserted::Before => {
-                let (owners, copy) = self.read_back(rows, settle_by).await;
-                Ok(Settled {
-                    owners,
-                    // What the devices changed on other shards is not known
-                    // here: the tally recounts every shard instead.
-                    copy: copy.filter(|_| rows.devices.is_empty()),
-                    // Their outcomes are not known either: their clients
-                    // retry, and find their vote stored (unchanged or replayed).
-                    devices: None,
-                })
-            }
-        }
-    }
-
-    /// Who holds the keys of a batch that an earlier attempt committed, and
-    /// its shard's totals now. A failure here is not the batch's: its
-    /// unkeyed votes are answered as stored, its keyed ones 503 (their
-    /// clients retry with the same keys, which settles them), and without
-    /// totals the tally asks for a recount.
-    async fn read_back(
-        &self,
-        rows: &db::votes::BatchRows<'_>,
-        settle_by: Instant,
-    ) -> (KeyOwners, Option<ShardCopy>) {
-        let shard = self.at.shard;
-        let copy = retry(
-            "totals read-back",
-            settle_by,
-            settle_by,
-            |deadline| async move {
-                let client = db::votes::client(&self.pool, deadline).await?;
-                db::votes::shard(&client, shard, deadline).await
-            },
-        )
-        .await
-        .inspect_err(|e| warn!(error = %e, "committed batch: could not read its totals"))
-        .ok();
-        if rows.keys.is_empty() {
-            return (KeyOwners::AllNew, copy);
-        }
-        let found = retry("key lookup", settle_by, settle_by, |deadline| async move {
-            let client = db::votes::client(&self.pool, deadline).await?;
-            db::votes::keyed_votes(&client, &rows.keys, deadline).await
-        })
-        .await;
-        let owners = match found {
-            Ok(found) => KeyOwners::Found(found.into_iter().collect()),
-            Err(e) => {
-                error!(error = %e, "committed batch: could not read its idempotency keys");
-                KeyOwners::Unknown
-            }
-        };
-        (owners, copy)
-    }
-
     /// Starts a new session (db::votes::reset) and writes its zeroed totals
     /// to the tally. A reset whose COMMIT answer was lost is settled by the
     /// epoch: moved on means it happened, and it is reported done.
@@ -550,167 +414,6 @@ impl PersistenceWriter {
             Err(e) => warn!(error = %e, "recount failed"),
         }
     }
-}
-
-/// Runs `attempt` with backoff until it succeeds or no retry can start
-/// before `start_by`. Each attempt gets `ATTEMPT_TIMEOUT`, cut at `end_by`.
-async fn retry<T, F, Fut>(
-    what: &str,
-    start_by: Instant,
-    end_by: Instant,
-    mut attempt: F,
-) -> Result<T, DbError>
-where
-    F: FnMut(Instant) -> Fut,
-    Fut: Future<Output = Result<T, DbError>>,
-{
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let deadline = (Instant::now() + ATTEMPT_TIMEOUT).min(end_by);
-        match attempt(deadline).await {
-            Ok(value) => return Ok(value),
-            Err(e) if Instant::now() + backoff < start_by => {
-                warn!(error = %e, ?backoff, "{what} failed, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Each vote's answer once its batch committed. An unkeyed vote was stored;
-/// a keyed one was stored if it led its key in this batch and the key's
-/// stored vote is this batch's, replayed if the stored vote has its choice,
-/// and refused if it has another.
-fn outcomes<'a>(
-    poll: &'a Poll,
-    votes: &'a [PendingVote],
-    leaders: &[bool],
-    owners: &'a KeyOwners,
-    devices: Option<&db::votes::Devices>,
-    batch_id: i64,
-) -> Vec<Result<Recorded, WriteError>> {
-    // The stored choice's key of each key and whether this batch stored it.
-    let mut held: HashMap<&str, Option<(&str, bool)>> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(votes.len());
-    for (pending, &leader) in votes.iter().zip(leaders) {
-        let choice = pending.vote.choice;
-        if let Some(device) = pending.vote.device.as_deref() {
-            use db::votes::DeviceOutcome;
-            let outcome = devices.and_then(|d| d.outcomes.get(device));
-            outcomes.push(match outcome {
-                Some(DeviceOutcome::New) => Ok(Recorded::Stored),
-                Some(DeviceOutcome::Same) => Ok(Recorded::Unchanged),
-                Some(DeviceOutcome::Changed(old)) => Ok(Recorded::Changed(old.clone())),
-                Some(DeviceOutcome::Replayed) => Ok(Recorded::Replayed),
-                Some(DeviceOutcome::KeyReused) => Err(WriteError::KeyReused),
-                None => Err(WriteError::Unavailable),
-            });
-            continue;
-        }
-        let Some(key) = pending.vote.key.as_deref() else {
-            outcomes.push(Ok(Recorded::Stored));
-            continue;
-        };
-        let owner = if leader {
-            let owner = match owners {
-                KeyOwners::AllNew => Some((poll.key(choice), true)),
-                KeyOwners::Found(found) => found
-                    .get(key)
-                    .map(|v| (v.choice.as_str(), v.batch_id == Some(batch_id))),
-                KeyOwners::Unknown => None,
-            };
-            held.insert(key, owner);
-            owner
-        } else {
-            held.get(key).copied().flatten()
-        };
-        outcomes.push(match owner {
-            None => Err(WriteError::Unavailable),
-            Some((stored, _)) if stored != poll.key(choice) => Err(WriteError::KeyReused),
-            Some((_, ours)) if ours && leader => Ok(Recorded::Stored),
-            Some(_) => Ok(Recorded::Replayed),
-        });
-    }
-    outcomes
-}
-
-/// The batch as columns: unkeyed votes, and the first vote of each key
-/// (a "leader"; `true` in the returned flags). Later votes with a key
-/// already in the batch are answered from their leader's outcome.
-fn batch_rows<'a>(
-    poll: &'a Poll,
-    votes: &'a [PendingVote],
-) -> (db::votes::BatchRows<'a>, Vec<bool>) {
-    let mut rows = db::votes::BatchRows::default();
-    let mut leaders = Vec::with_capacity(votes.len());
-    let mut seen = HashSet::new();
-    let mut keyed = Vec::new();
-    for pending in votes {
-        let vote = &pending.vote;
-        if let Some(device) = vote.device.as_deref() {
-            // One per device in a round (see `repeated_devices`).
-            rows.devices.push(db::votes::DeviceVote {
-                device,
-                choice: poll.key(vote.choice),
-                referral: vote.referral.as_deref(),
-                key: vote.key.as_deref(),
-            });
-            leaders.push(true);
-            continue;
-        }
-        let leader = match vote.key.as_deref() {
-            None => {
-                rows.choices.push(poll.key(vote.choice));
-                rows.referrals.push(vote.referral.as_deref());
-                true
-            }
-            Some(key) => {
-                let first = seen.insert(key);
-                if first {
-                    keyed.push((key, vote));
-                }
-                first
-            }
-        };
-        leaders.push(leader);
-    }
-    keyed.sort_unstable_by_key(|(key, _)| *key);
-    rows.devices.sort_unstable_by_key(|d| d.device);
-    for (key, vote) in keyed {
-        rows.keys.push(key);
-        rows.keyed_choices.push(poll.key(vote.choice));
-        rows.keyed_referrals.push(vote.referral.as_deref());
-    }
-    (rows, leaders)
-}
-
-/// Takes out of `votes` every vote of a device that already has one
-/// earlier in `votes`, in order: they go into the next round.
-fn repeated_devices(votes: &mut Vec<PendingVote>) -> Vec<PendingVote> {
-    if votes.iter().all(|p| p.vote.device.is_none()) {
-        return Vec::new();
-    }
-    let mut seen = HashSet::new();
-    let (mut now, mut later) = (Vec::with_capacity(votes.len()), Vec::new());
-    for pending in votes.drain(..) {
-        match pending.vote.device.as_deref() {
-            Some(device) if !seen.insert(device.to_owned()) => later.push(pending),
-            _ => now.push(pending),
-        }
-    }
-    *votes = now;
-    later
-}
-
-/// A random starting batch id, so replicas started together (every container
-/// is PID 1) do not share ids. `RandomState` is seeded from the OS's
-/// randomness; hashing the clock only spreads it.
-fn batch_id_base() -> i64 {
-    let seed = RandomState::new().hash_one(std::time::SystemTime::now());
-    // Non-negative, with room to count up without wrapping.
-    (seed >> 2) as i64
 }
 
 #[cfg(test)]

@@ -1,3 +1,6 @@
+use std::collections::HashMap;
+
+use super::batch::KeyOwners;
 use super::*;
 
 /// A choice of the seed's poll.
