@@ -245,7 +245,7 @@ impl Admission {
         if let Some(slot) = slot {
             slot.release();
         }
-        Some(StreamSlot(permit))
+        Some(StreamSlot { _permit: permit })
     }
 
     /// Whether a stream would be admitted right now (for `HEAD /stream`),
@@ -461,8 +461,11 @@ impl Registry {
     }
 }
 
-/// A stream's place in the stream budget, held by its response body.
-pub struct StreamSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+/// A stream's place in the stream budget, held by its screen's ticket:
+/// the permit goes back when it is dropped.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// Raises the soft open-file limit to the hard one; returns the limit now
 /// in force, or `None` where it cannot be read.
