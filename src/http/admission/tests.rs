@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{Config, DEFAULT_STREAM_RESERVE};
 
 fn config(streams: Option<usize>, others: Option<usize>) -> Config {
     let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
