@@ -17,9 +17,6 @@ use super::AppState;
 use super::admission::{Slot, StreamSlot};
 use super::body::{self, Body};
 use super::fanout::{Handover, Ticket};
-// The stream's frames and keep-alive interval, still public here: the
-// fan-out writes them.
-pub use super::fanout::{KEEPALIVE_FRAME, RETRY_FRAME, SSE_KEEPALIVE};
 use crate::metrics::Metrics;
 
 /// Seconds a refused screen waits before it tries again (`Retry-After`).
