@@ -154,9 +154,10 @@ impl Config {
                 "expected a whole number from 1 to 1000",
             )
         })?;
-        // Accepted for compatibility with the original's settings
-        // (docs/contract.md) and validated as before, but without effect: the
-        // pool has a fixed size. Kept in `Config` so that start-up says so.
+        // DB_MAX_OVERFLOW: accepted for compatibility with the original's
+        // settings (README.md, configuration) and validated as before, but
+        // without effect: the pool has a fixed size. Kept in `Config` so
+        // that start-up (main.rs) can say so.
         let db_max_overflow = vars.parsed("DB_MAX_OVERFLOW", str::parse::<usize>)?;
         let admin_token = admin_token(vars.raw("ADMIN_TOKEN"))?;
         let (metrics_addr, probe_addr) = operational_addrs(&vars, bind_addr)?;
