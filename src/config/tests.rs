@@ -202,3 +202,22 @@ fn metrics_addr_is_optional() {
         Some("0.0.0.0:9102".parse().expect("addr"))
     );
 }
+
+#[test]
+fn db_max_overflow_is_accepted_and_validated_but_only_kept() {
+    assert_eq!(parse(&[]).expect("unset").db_max_overflow, None);
+    assert_eq!(
+        parse(&[("DB_MAX_OVERFLOW", " ")])
+            .expect("blank")
+            .db_max_overflow,
+        None
+    );
+    let config = parse(&[("DB_MAX_OVERFLOW", "10")]).expect("a number");
+    assert_eq!(config.db_max_overflow, Some(10));
+    assert_eq!(config.db_pool_size, 5, "the pool keeps its size");
+    let err = parse(&[("DB_MAX_OVERFLOW", "x")]).expect_err("not a number");
+    assert_eq!(
+        err.to_string(),
+        r#"invalid DB_MAX_OVERFLOW="x": invalid digit found in string"#
+    );
+}
