@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use thiserror::Error;
 
 use crate::brand::Conference;
 use crate::poll::{MAX_POLL_BYTES, Poll};
+use redact::redact_password;
+
+mod redact;
 
 /// A variable that could not be parsed; the message names it.
 #[derive(Debug, Error)]
@@ -39,6 +43,9 @@ pub struct Config {
     pub conference: Option<Conference>,
     pub public_url: Option<String>,
     pub db_pool_size: usize,
+    /// `DB_MAX_OVERFLOW`: accepted and validated for compatibility, without
+    /// effect (the pool has a fixed size); start-up says so when it is set.
+    pub db_max_overflow: Option<usize>,
     pub admin_token: Option<AdminToken>,
     /// When set, `/metrics` is served there only (not on `bind_addr`).
     pub metrics_addr: Option<SocketAddr>,
@@ -128,199 +135,73 @@ impl Config {
     }
 
     /// Same as `from_env`, reading variables through `lookup` (for tests).
+    /// A variable's checks come in this order: the first failing one is
+    /// the error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_owned());
-        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let vars = Vars(lookup);
+        let (database_url, redis_url, bind_addr) = servers(&vars)?;
+        let conference = vars.parsed("CONFERENCE", |key| {
+            Conference::from_key(key)
+                .ok_or_else(|| format!("expected one of {}", Conference::KEYS.join(", ")))
+        })?;
+        let public_url = vars.parsed("PUBLIC_URL", public_url)?;
 
-        let database_url = get(
-            "DATABASE_URL",
-            "postgresql://postgres:postgres@localhost:5432/conference",
-        );
-        tokio_postgres::Config::from_str(&database_url)
-            .map_err(|e| invalid("DATABASE_URL", &database_url, e))?;
+        let pool = vars.get("DB_POOL_SIZE", "5");
+        let db_pool_size = whole_in(&pool, 1..=1000).ok_or_else(|| {
+            invalid(
+                "DB_POOL_SIZE",
+                &pool,
+                "expected a whole number from 1 to 1000",
+            )
+        })?;
+        // DB_MAX_OVERFLOW: accepted for compatibility with the original's
+        // settings (README.md, configuration) and validated as before, but
+        // without effect: the pool has a fixed size. Kept in `Config` so
+        // that start-up (main.rs) can say so.
+        let db_max_overflow = vars.parsed("DB_MAX_OVERFLOW", str::parse::<usize>)?;
+        let admin_token = admin_token(vars.raw("ADMIN_TOKEN"))?;
+        let (metrics_addr, probe_addr) = operational_addrs(&vars, bind_addr)?;
 
-        let redis_url = get("REDIS_URL", "redis://localhost:6379/0");
-        redis::Client::open(redis_url.as_str()).map_err(|e| invalid("REDIS_URL", &redis_url, e))?;
-
-        let bind = get("BIND_ADDR", "0.0.0.0:8000");
-        let bind_addr = bind.parse().map_err(|e| invalid("BIND_ADDR", &bind, e))?;
-
-        let conference = match optional("CONFERENCE") {
-            None => None,
-            Some(key) => Some(Conference::from_key(&key).ok_or_else(|| {
-                invalid(
-                    "CONFERENCE",
-                    &key,
-                    format!("expected one of {}", Conference::KEYS.join(", ")),
-                )
-            })?),
-        };
-
-        let public_url = match optional("PUBLIC_URL") {
-            None => None,
-            Some(url) => {
-                let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                    && !url.contains(char::is_whitespace);
-                if !ok {
-                    return Err(invalid(
-                        "PUBLIC_URL",
-                        &url,
-                        "expected an http:// or https:// URL",
-                    ));
-                }
-                Some(url.trim_end_matches('/').to_owned())
-            }
-        };
-
-        let pool = get("DB_POOL_SIZE", "5");
-        let db_pool_size = match pool.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(invalid(
-                    "DB_POOL_SIZE",
-                    &pool,
-                    "expected a whole number from 1 to 1000",
-                ));
-            }
-        };
-        // Accepted for compatibility with the original's settings; the pool has a fixed size.
-        if let Some(overflow) = optional("DB_MAX_OVERFLOW") {
-            overflow
-                .parse::<usize>()
-                .map_err(|e| invalid("DB_MAX_OVERFLOW", &overflow, e))?;
-        }
-
-        let admin_token = match lookup("ADMIN_TOKEN") {
-            None => None,
-            // Set but blank used to switch authentication off silently.
-            Some(token) if token.trim().is_empty() => {
-                return Err(invalid(
-                    "ADMIN_TOKEN",
-                    &token,
-                    "set but empty: unset it (admin from loopback only) or give a token of at least 24 characters",
-                ));
-            }
-            Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) => {
-                return Err(invalid(
-                    "ADMIN_TOKEN",
-                    "***",
-                    "only visible ASCII characters (no spaces): it is sent as a Bearer token",
-                ));
-            }
-            // Guessable tokens open the reset to anyone who can try them.
-            Some(token) if token.len() < MIN_ADMIN_TOKEN_CHARS => {
-                return Err(invalid(
-                    "ADMIN_TOKEN",
-                    "***",
-                    format!(
-                        "{} characters, at least {MIN_ADMIN_TOKEN_CHARS} needed (e.g. openssl rand -hex 24)",
-                        token.len()
-                    ),
-                ));
-            }
-            Some(token) => Some(AdminToken::new(&token)),
-        };
-
-        let addr = |var: &'static str| match optional(var) {
-            None => Ok(None),
-            Some(addr) => addr
-                .parse::<SocketAddr>()
-                .map(Some)
-                .map_err(|e| invalid(var, &addr, e)),
-        };
-        let metrics_addr = addr("METRICS_ADDR")?;
-        let probe_addr = addr("PROBE_ADDR")?;
-        if let Some(probes) = probe_addr
-            && probes == bind_addr
-        {
-            return Err(invalid(
-                "PROBE_ADDR",
-                &probes.to_string(),
-                "the same as BIND_ADDR: unset it to serve the probes on the public port",
-            ));
-        }
-
-        let format = get("LOG_FORMAT", "text");
-        let log_format = match format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => return Err(invalid("LOG_FORMAT", &format, "expected text or json")),
-        };
-
-        let timeline = match get("TIMELINE", "on").as_str() {
-            "on" => true,
-            "off" => false,
-            other => return Err(invalid("TIMELINE", other, "expected on or off")),
-        };
-        let limit = |var: &'static str| match optional(var) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
-                _ => Err(invalid(
-                    var,
-                    &v,
-                    "expected a whole number from 1 to 1000000",
-                )),
-            },
-        };
-        let db_volume_bytes = match optional("DB_VOLUME_SIZE") {
-            None => None,
-            Some(size) => Some(parse_quantity(size.trim()).ok_or_else(|| {
-                invalid(
-                    "DB_VOLUME_SIZE",
-                    &size,
-                    "expected bytes or a Kubernetes quantity such as 1Gi or 500M",
-                )
-            })?),
-        };
-        let max_streams = limit("MAX_STREAMS")?;
-        let max_connections = limit("MAX_CONNECTIONS")?;
-        let poll = Arc::new(poll(optional("POLL"), optional("POLL_FILE"))?);
-        let stream_reserve = match optional("STREAM_RESERVE") {
-            None => None,
-            Some(v) => match v.trim().parse::<usize>() {
-                // A reserve as large as the budget would refuse every anonymous screen.
-                Ok(n) if max_streams.is_some_and(|max| n >= max) => {
-                    return Err(invalid(
-                        "STREAM_RESERVE",
-                        &v,
-                        "must be smaller than MAX_STREAMS: anonymous screens get the rest",
-                    ));
-                }
-                Ok(n) if n <= 1_000_000 => Some(n),
-                _ => {
-                    return Err(invalid(
-                        "STREAM_RESERVE",
-                        &v,
-                        "expected a whole number from 0 to 1000000",
-                    ));
-                }
-            },
-        };
-        let one_vote_per_device = match get("ONE_VOTE_PER_DEVICE", "no").as_str() {
-            "yes" => true,
-            "no" => false,
-            other => {
-                return Err(invalid("ONE_VOTE_PER_DEVICE", other, "expected yes or no"));
-            }
-        };
-        let device_key = match optional("DEVICE_KEY") {
-            None => None,
-            // The value is a secret: never echoed.
-            Some(hex) => Some(DeviceKey(
-                crate::signing::parse_hex_key(&hex).map_err(|e| invalid("DEVICE_KEY", "***", e))?,
-            )),
-        };
+        let log_format = vars.one_of(
+            "LOG_FORMAT",
+            "text",
+            [("text", LogFormat::Text), ("json", LogFormat::Json)],
+            "expected text or json",
+        )?;
+        let timeline = vars.one_of(
+            "TIMELINE",
+            "on",
+            [("on", true), ("off", false)],
+            "expected on or off",
+        )?;
+        let db_volume_bytes = vars.parsed("DB_VOLUME_SIZE", |size| {
+            parse_quantity(size.trim())
+                .ok_or("expected bytes or a Kubernetes quantity such as 1Gi or 500M")
+        })?;
+        let limit = "expected a whole number from 1 to 1000000";
+        let max_streams = vars.number("MAX_STREAMS", 1..=1_000_000, limit)?;
+        let max_connections = vars.number("MAX_CONNECTIONS", 1..=1_000_000, limit)?;
+        let poll = Arc::new(poll(vars.optional("POLL"), vars.optional("POLL_FILE"))?);
+        let stream_reserve = vars.parsed("STREAM_RESERVE", |v| stream_reserve(v, max_streams))?;
+        let one_vote_per_device = vars.one_of(
+            "ONE_VOTE_PER_DEVICE",
+            "no",
+            [("yes", true), ("no", false)],
+            "expected yes or no",
+        )?;
+        let device_key = device_key(vars.optional("DEVICE_KEY"))?;
 
         Ok(Config {
             database_url,
             redis_url,
             bind_addr,
-            app_version: optional("APP_VERSION")
+            app_version: vars
+                .optional("APP_VERSION")
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             conference,
             public_url,
             db_pool_size,
+            db_max_overflow,
             admin_token,
             metrics_addr,
             probe_addr,
@@ -334,6 +215,174 @@ impl Config {
             one_vote_per_device,
             device_key,
         })
+    }
+}
+
+/// The variables as `Config::from_lookup` reads them.
+struct Vars<L>(L);
+
+impl<L: Fn(&str) -> Option<String>> Vars<L> {
+    /// The value as set, blank included.
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    /// The value, `default` when unset.
+    fn get(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// The value; unset and blank are the same.
+    fn optional(&self, name: &str) -> Option<String> {
+        self.raw(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `var` read by `parse` when set (not blank); its error names the
+    /// value with `parse`'s reason.
+    fn parsed<T, R: ToString>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, R>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.optional(var)
+            .map(|v| parse(&v).map_err(|reason| invalid(var, &v, reason)))
+            .transpose()
+    }
+
+    /// `var` as a whole number in `range` when set (blanks around it
+    /// allowed); anything else is refused with `reason`.
+    fn number(
+        &self,
+        var: &'static str,
+        range: RangeInclusive<usize>,
+        reason: &str,
+    ) -> Result<Option<usize>, ConfigError> {
+        self.parsed(var, |v| whole_in(v.trim(), range).ok_or(reason))
+    }
+
+    /// The value named by `var` (`default` when unset) among `options`;
+    /// anything else is refused with `reason`.
+    fn one_of<T: Copy, const N: usize>(
+        &self,
+        var: &'static str,
+        default: &str,
+        options: [(&str, T); N],
+        reason: &str,
+    ) -> Result<T, ConfigError> {
+        let value = self.get(var, default);
+        options
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| invalid(var, &value, reason))
+    }
+}
+
+/// `value` as a whole number, when it is one in `range`.
+fn whole_in(value: &str, range: RangeInclusive<usize>) -> Option<usize> {
+    value.parse().ok().filter(|n| range.contains(n))
+}
+
+/// `DATABASE_URL` and `REDIS_URL` (each checked for its client) and
+/// `BIND_ADDR`.
+fn servers<L: Fn(&str) -> Option<String>>(
+    vars: &Vars<L>,
+) -> Result<(String, String, SocketAddr), ConfigError> {
+    let database_url = vars.get(
+        "DATABASE_URL",
+        "postgresql://postgres:postgres@localhost:5432/conference",
+    );
+    tokio_postgres::Config::from_str(&database_url)
+        .map_err(|e| invalid("DATABASE_URL", &database_url, e))?;
+
+    let redis_url = vars.get("REDIS_URL", "redis://localhost:6379/0");
+    redis::Client::open(redis_url.as_str()).map_err(|e| invalid("REDIS_URL", &redis_url, e))?;
+
+    let bind = vars.get("BIND_ADDR", "0.0.0.0:8000");
+    let bind_addr = bind.parse().map_err(|e| invalid("BIND_ADDR", &bind, e))?;
+    Ok((database_url, redis_url, bind_addr))
+}
+
+/// `PUBLIC_URL` without its trailing slashes.
+fn public_url(url: &str) -> Result<String, &'static str> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains(char::is_whitespace);
+    if ok {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL")
+    }
+}
+
+/// `METRICS_ADDR` and `PROBE_ADDR`; the probes need a listener of their own.
+fn operational_addrs<L: Fn(&str) -> Option<String>>(
+    vars: &Vars<L>,
+    bind_addr: SocketAddr,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+    let metrics_addr = vars.parsed("METRICS_ADDR", str::parse::<SocketAddr>)?;
+    let probe_addr = vars.parsed("PROBE_ADDR", str::parse::<SocketAddr>)?;
+    if let Some(probes) = probe_addr
+        && probes == bind_addr
+    {
+        return Err(invalid(
+            "PROBE_ADDR",
+            &probes.to_string(),
+            "the same as BIND_ADDR: unset it to serve the probes on the public port",
+        ));
+    }
+    Ok((metrics_addr, probe_addr))
+}
+
+/// `STREAM_RESERVE`, smaller than `MAX_STREAMS` when that is set.
+fn stream_reserve(value: &str, max_streams: Option<usize>) -> Result<usize, &'static str> {
+    match value.trim().parse::<usize>() {
+        // A reserve as large as the budget would refuse every anonymous screen.
+        Ok(n) if max_streams.is_some_and(|max| n >= max) => {
+            Err("must be smaller than MAX_STREAMS: anonymous screens get the rest")
+        }
+        Ok(n) if n <= 1_000_000 => Ok(n),
+        _ => Err("expected a whole number from 0 to 1000000"),
+    }
+}
+
+/// `DEVICE_KEY`, when set (not blank).
+fn device_key(hex: Option<String>) -> Result<Option<DeviceKey>, ConfigError> {
+    match hex {
+        None => Ok(None),
+        // The value is a secret: never echoed.
+        Some(hex) => Ok(Some(DeviceKey(
+            crate::signing::parse_hex_key(&hex).map_err(|e| invalid("DEVICE_KEY", "***", e))?,
+        ))),
+    }
+}
+
+/// `ADMIN_TOKEN` as set (blank included): unset switches authentication
+/// off (admin from loopback only); a set token must be one that is hard to
+/// guess.
+fn admin_token(token: Option<String>) -> Result<Option<AdminToken>, ConfigError> {
+    match token {
+        None => Ok(None),
+        // Set but blank used to switch authentication off silently.
+        Some(token) if token.trim().is_empty() => Err(invalid(
+            "ADMIN_TOKEN",
+            &token,
+            "set but empty: unset it (admin from loopback only) or give a token of at least 24 characters",
+        )),
+        Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(invalid(
+            "ADMIN_TOKEN",
+            "***",
+            "only visible ASCII characters (no spaces): it is sent as a Bearer token",
+        )),
+        // Guessable tokens open the reset to anyone who can try them.
+        Some(token) if token.len() < MIN_ADMIN_TOKEN_CHARS => Err(invalid(
+            "ADMIN_TOKEN",
+            "***",
+            format!(
+                "{} characters, at least {MIN_ADMIN_TOKEN_CHARS} needed (e.g. openssl rand -hex 24)",
+                token.len()
+            ),
+        )),
+        Some(token) => Ok(Some(AdminToken::new(&token))),
     }
 }
 
@@ -394,276 +443,5 @@ fn invalid(var: &'static str, value: &str, reason: impl ToString) -> ConfigError
     }
 }
 
-/// Hides the password of `scheme://user:password@host`, and every
-/// `password=...` (libpq's key=value form, or a URL query parameter), so that
-/// a start-up error never prints a secret into the logs.
-fn redact_password(value: &str) -> String {
-    redact_password_keys(&redact_userinfo(value))
-}
-
-fn redact_userinfo(value: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return value.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return value.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => value.to_owned(),
-    }
-}
-
-/// `password = 'it''s \' secret'` or `password=x&...`: the value ends at its
-/// closing quote, or at whitespace or `&` when unquoted.
-fn redact_password_keys(value: &str) -> String {
-    const KEY: &str = "password";
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(found) = rest.to_ascii_lowercase().find(KEY) {
-        out.push_str(&rest[..found + KEY.len()]);
-        rest = &rest[found + KEY.len()..];
-        let after_key = rest.trim_start();
-        let Some(after_eq) = after_key.strip_prefix('=') else {
-            continue;
-        };
-        out.push_str(&rest[..rest.len() - after_eq.len()]);
-        let spaces = after_eq.len() - after_eq.trim_start().len();
-        out.push_str(&after_eq[..spaces]);
-        let val = &after_eq[spaces..];
-        let end = if let Some(quoted) = val.strip_prefix('\'') {
-            let mut chars = quoted.char_indices();
-            let mut end = val.len();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        chars.next();
-                    }
-                    '\'' => {
-                        end = i + 2;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            end
-        } else {
-            val.find(|c: char| c.is_whitespace() || c == '&')
-                .unwrap_or(val.len())
-        };
-        out.push_str("***");
-        rest = &val[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    }
-
-    #[test]
-    fn defaults_match_the_spec() {
-        let config = parse(&[]).expect("defaults are valid");
-        assert_eq!(config.bind_addr.port(), 8000);
-        assert_eq!(config.db_pool_size, 5);
-        assert_eq!(config.redis_url, "redis://localhost:6379/0");
-        assert_eq!(config.log_format, LogFormat::Text);
-        assert!(config.admin_token.is_none());
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        for (var, value) in [
-            ("BIND_ADDR", "0.0.0.0:http"),
-            ("DB_POOL_SIZE", "many"),
-            ("DB_POOL_SIZE", "0"),
-            ("REDIS_URL", "tcp://nowhere"),
-            ("DATABASE_URL", "postgresql://u@h:notaport/db"),
-            ("LOG_FORMAT", "xml"),
-            ("CONFERENCE", "woodstock"),
-            ("PUBLIC_URL", "ftp://example.org"),
-            ("METRICS_ADDR", "0.0.0.0"),
-            ("PROBE_ADDR", "localhost:9101"),
-            ("PROBE_ADDR", "0.0.0.0:8000"),
-            ("ADMIN_TOKEN", ""),
-            ("ADMIN_TOKEN", "  "),
-            ("ADMIN_TOKEN", "two words two words two words"),
-            ("ADMIN_TOKEN", "short"),
-            ("MAX_STREAMS", "0"),
-            ("MAX_CONNECTIONS", "lots"),
-            ("STREAM_RESERVE", "-1"),
-            ("ONE_VOTE_PER_DEVICE", "true"),
-            ("DEVICE_KEY", "abcd"),
-        ] {
-            let err = parse(&[(var, value)]).expect_err(var);
-            assert_eq!(err.var, var);
-            assert!(
-                err.to_string().starts_with(&format!("invalid {var}=")),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn errors_never_show_passwords() {
-        let err = parse(&[("DATABASE_URL", "postgresql://app:hunter2@db:notaport/x")])
-            .expect_err("bad port");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("app:***@db"), "{err}");
-        assert_eq!(
-            redact_password("redis://:pw@r:6379/0"),
-            "redis://:***@r:6379/0"
-        );
-        assert_eq!(redact_password("redis://r:6379/0"), "redis://r:6379/0");
-    }
-
-    #[test]
-    fn key_value_and_query_passwords_are_hidden() {
-        let err = parse(&[(
-            "DATABASE_URL",
-            "host=db port=notaport user=app password=secret dbname=x",
-        )])
-        .expect_err("bad port");
-        assert!(!err.to_string().contains("secret"), "{err}");
-        assert!(err.to_string().contains("password=*** dbname=x"), "{err}");
-        assert_eq!(
-            redact_password("host=db PASSWORD = 'it\\'s se cret' user=app"),
-            "host=db PASSWORD = *** user=app"
-        );
-        assert_eq!(
-            redact_password("postgresql://db/x?user=app&password=secret&sslmode=disable"),
-            "postgresql://db/x?user=app&password=***&sslmode=disable"
-        );
-        assert_eq!(redact_password("password='unterminated"), "password=***");
-        assert_eq!(redact_password("passwords are fine"), "passwords are fine");
-    }
-
-    #[test]
-    fn optional_values_are_read() {
-        let config = parse(&[
-            ("CONFERENCE", "kubecon"),
-            ("PUBLIC_URL", "https://vote.example.org/"),
-            ("ADMIN_TOKEN", "s3cret-s3cret-s3cret-s3cr"),
-            ("APP_VERSION", "dev-mirrord"),
-        ])
-        .expect("valid");
-        assert_eq!(config.conference, Some(Conference::Kubecon));
-        assert_eq!(
-            config.public_url.as_deref(),
-            Some("https://vote.example.org")
-        );
-        assert_eq!(
-            config.admin_token,
-            Some(AdminToken::new("s3cret-s3cret-s3cret-s3cr"))
-        );
-        assert_eq!(config.app_version, "dev-mirrord");
-    }
-
-    #[test]
-    fn admin_token_errors_never_show_it() {
-        let err = parse(&[("ADMIN_TOKEN", "hunter2 hunter2 hunter2 hunter2")]).expect_err("space");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        let err = parse(&[("ADMIN_TOKEN", "hunter2")]).expect_err("short");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        let config = parse(&[("ADMIN_TOKEN", "hunter2-hunter2-hunter2-hunter2")]).expect("valid");
-        assert!(!format!("{config:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn an_admin_token_shorter_than_24_characters_stops_start_up() {
-        let short = "0123456789abcdef0123456";
-        let err = parse(&[("ADMIN_TOKEN", short)]).expect_err("23 characters");
-        assert_eq!(err.var, "ADMIN_TOKEN");
-        assert!(err.to_string().contains("at least 24"), "{err}");
-        let long = "0123456789abcdef01234567";
-        assert_eq!(
-            parse(&[("ADMIN_TOKEN", long)])
-                .expect("24 characters")
-                .admin_token,
-            Some(AdminToken::new(long))
-        );
-    }
-
-    #[test]
-    fn admin_token_matches_only_itself() {
-        let token = AdminToken::new("0123456789abcdef01234567");
-        assert!(token.matches("0123456789abcdef01234567"));
-        assert!(!token.matches("0123456789abcdef01234568"));
-        assert!(!token.matches("0123456789abcdef0123456"), "a prefix");
-        assert!(!token.matches("0123456789abcdef012345670"), "longer");
-        assert!(!token.matches(""));
-    }
-
-    #[test]
-    fn db_volume_size_takes_kubernetes_quantities() {
-        let size = |v: &str| parse(&[("DB_VOLUME_SIZE", v)]).map(|c| c.db_volume_bytes);
-        assert_eq!(size("1Gi").expect("valid"), Some(1 << 30));
-        assert_eq!(size("500M").expect("valid"), Some(500_000_000));
-        assert_eq!(size("4096").expect("valid"), Some(4096));
-        assert_eq!(parse(&[]).expect("valid").db_volume_bytes, None);
-        for bad in ["1GB", "Gi", "0", "-1Gi", "1.5Gi", "99999999999Ti"] {
-            assert_eq!(size(bad).expect_err(bad).var, "DB_VOLUME_SIZE");
-        }
-    }
-
-    #[test]
-    fn probe_addr_is_optional_and_may_share_the_metrics_address() {
-        assert_eq!(parse(&[]).expect("valid").probe_addr, None);
-        let config = parse(&[
-            ("METRICS_ADDR", "0.0.0.0:9102"),
-            ("PROBE_ADDR", "0.0.0.0:9102"),
-        ])
-        .expect("valid");
-        assert_eq!(config.probe_addr, config.metrics_addr);
-    }
-
-    #[test]
-    fn device_key_is_32_bytes_of_hex_and_never_shown() {
-        let short = "ab".repeat(31);
-        let err = parse(&[("DEVICE_KEY", &short)]).expect_err("31 bytes");
-        assert_eq!(err.var, "DEVICE_KEY");
-        assert!(err.to_string().contains("at least 32"), "{err}");
-        assert!(!err.to_string().contains(&short), "{err}");
-        let err = parse(&[("DEVICE_KEY", &"zz".repeat(32))]).expect_err("not hex");
-        assert_eq!(err.var, "DEVICE_KEY");
-        let config = parse(&[("DEVICE_KEY", &"ab".repeat(32))]).expect("valid");
-        assert_eq!(config.device_key, Some(DeviceKey(vec![0xab; 32])));
-        assert!(
-            !format!("{config:?}").contains("171"),
-            "no key bytes in Debug"
-        );
-    }
-
-    #[test]
-    fn stream_reserve_stays_below_max_streams_and_devices_are_opt_in() {
-        let config = parse(&[]).expect("valid");
-        assert_eq!(config.stream_reserve, None);
-        assert!(!config.one_vote_per_device);
-        let config =
-            parse(&[("STREAM_RESERVE", "4"), ("ONE_VOTE_PER_DEVICE", "yes")]).expect("valid");
-        assert_eq!(config.stream_reserve, Some(4));
-        assert!(config.one_vote_per_device);
-        let err = parse(&[("STREAM_RESERVE", "8"), ("MAX_STREAMS", "8")]).expect_err("all");
-        assert_eq!(err.var, "STREAM_RESERVE");
-    }
-
-    #[test]
-    fn metrics_addr_is_optional() {
-        assert_eq!(parse(&[]).expect("valid").metrics_addr, None);
-        let config = parse(&[("METRICS_ADDR", "0.0.0.0:9102")]).expect("valid");
-        assert_eq!(
-            config.metrics_addr,
-            Some("0.0.0.0:9102".parse().expect("addr"))
-        );
-    }
-}
+mod tests;

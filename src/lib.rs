@@ -45,7 +45,7 @@ pub const ACTOR_DRAIN: Duration = Duration::from_secs(2);
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("cannot build the PostgreSQL pool: {0}")]
-    Pool(String),
+    Pool(#[from] db::PoolBuildError),
     #[error("PostgreSQL migrations failed: {0}")]
     Migrate(#[from] db::DbError),
     #[error("cannot read or store the shared signing key in PostgreSQL: {0}")]
@@ -93,8 +93,7 @@ impl Running {
 /// Builds the PostgreSQL pool and applies migrations, waiting for
 /// PostgreSQL to come up for at most `STARTUP_DB_WAIT`.
 pub async fn prepare_db(config: &Config) -> Result<deadpool_postgres::Pool, StartError> {
-    let pool = db::pool(&config.database_url, config.db_pool_size)
-        .map_err(|e| StartError::Pool(e.to_string()))?;
+    let pool = db::pool(&config.database_url, config.db_pool_size)?;
     let started = Instant::now();
     loop {
         match db::migrate::run(&pool).await {
@@ -117,28 +116,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let live = Live::connect(&config.redis_url, replica_name())?.for_poll(config.poll.clone());
     let (listener, addr) = bind(config.bind_addr).await?;
     let operational = operational_listeners(&config).await?;
-    let bound = |serves: http::Operational| {
-        operational
-            .iter()
-            .find(|(s, _, _)| *s == serves || *s == http::Operational::Both)
-            .map(|(_, _, addr)| *addr)
-    };
-    let metrics_addr = bound(http::Operational::Metrics);
-    let probe_addr = bound(http::Operational::Probes);
+    let metrics_addr = bound(&operational, http::Operational::Metrics);
+    let probe_addr = bound(&operational, http::Operational::Probes);
 
     let metrics = Arc::new(Metrics::new());
     metrics.db_pool_size.set(config.db_pool_size as i64);
     metrics.set_version(&config.app_version);
     let view = CountsView::new();
     let mut first_counts = view.subscribe();
-    let own_pool =
-        |size| db::pool(&config.database_url, size).map_err(|e| StartError::Pool(e.to_string()));
-    let writer_pool = own_pool(db::WRITER_CONNECTIONS)?;
-    let probe_pool = own_pool(db::PROBE_CONNECTIONS)?;
-    let writer_pool = db::MeteredPool::new(
-        writer_pool,
-        metrics.db_pool_waits.with_label_values(&["writer"]),
-    );
+    let (writer_pool, probe_pool) = own_pools(&config, &metrics)?;
     let (actors, tasks) = Actors::spawn(
         pool.clone(),
         writer_pool,
@@ -149,17 +135,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
     );
     actors.reveal.load().await;
-    if let Some(bytes) = config.db_volume_bytes {
-        metrics
-            .db_volume
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-    tokio::spawn(db::watch_size(
-        pool.clone(),
-        metrics.db_size.clone(),
-        metrics.db_wal_max.clone(),
-        shutdown.clone(),
-    ));
+    watch_db(&config, &pool, &metrics, &shutdown);
     // A new replica answers with the stored totals, not zeros: the tally
     // rebuilds from PostgreSQL as it starts (with Redis down, it shows
     // PostgreSQL's totals itself), so the view changes within milliseconds.
@@ -169,19 +145,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     {
         warn!("no totals from PostgreSQL yet, serving anyway");
     }
-    let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
-    let budgets =
-        http::admission::Budgets::derive(&config, open_files, http::admission::memory_limit());
-    let stream_reserve = http::admission::stream_reserve(&config, budgets);
-    info!(
-        max_streams = budgets.streams,
-        stream_reserve,
-        max_connections = budgets.others,
-        open_files,
-        "connection budgets"
-    );
     let state = Arc::new(AppState {
-        admission: http::admission::Admission::new(budgets).with_stream_reserve(stream_reserve),
+        admission: admission(&config),
         signer,
         readiness: Default::default(),
         qr_codes: Default::default(),
@@ -195,18 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     });
     info!(%addr, version = %state.config.app_version, "vote-api listening");
-    let operational_tasks: Vec<_> = operational
-        .into_iter()
-        .map(|(serves, listener, at)| {
-            info!(addr = %at, ?serves, "operational listener");
-            tokio::spawn(http::serve_operational(
-                listener,
-                state.clone(),
-                serves,
-                shutdown.clone(),
-            ))
-        })
-        .collect();
+    let operational_tasks = serve_operational(operational, &state, &shutdown);
 
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -226,6 +180,91 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         task,
     })
+}
+
+/// The writer's pool (its waits metered) and the probes' pool, each of its
+/// own size (`db::WRITER_CONNECTIONS`, `db::PROBE_CONNECTIONS`).
+fn own_pools(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(db::MeteredPool, deadpool_postgres::Pool), StartError> {
+    let writer_pool = db::pool(&config.database_url, db::WRITER_CONNECTIONS)?;
+    let probe_pool = db::pool(&config.database_url, db::PROBE_CONNECTIONS)?;
+    let writer_pool = db::MeteredPool::new(
+        writer_pool,
+        metrics.db_pool_waits.with_label_values(&["writer"]),
+    );
+    Ok((writer_pool, probe_pool))
+}
+
+/// The disk gauges: the volume's size when known, and the database's size
+/// read until `shutdown`.
+fn watch_db(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    if let Some(bytes) = config.db_volume_bytes {
+        metrics
+            .db_volume
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    tokio::spawn(db::watch_size(
+        pool.clone(),
+        metrics.db_size.clone(),
+        metrics.db_wal_max.clone(),
+        shutdown.clone(),
+    ));
+}
+
+/// The connection budgets, from the configuration and what this process
+/// may open and use.
+fn admission(config: &Config) -> http::admission::Admission {
+    let open_files = http::admission::raise_open_file_limit().unwrap_or(1024);
+    let budgets =
+        http::admission::Budgets::derive(config, open_files, http::admission::memory_limit());
+    let stream_reserve = http::admission::stream_reserve(config, budgets);
+    info!(
+        max_streams = budgets.streams,
+        stream_reserve,
+        max_connections = budgets.others,
+        open_files,
+        "connection budgets"
+    );
+    http::admission::Admission::new(budgets).with_stream_reserve(stream_reserve)
+}
+
+/// Serves the operational listeners until `shutdown`.
+fn serve_operational(
+    operational: Vec<(http::Operational, TcpListener, SocketAddr)>,
+    state: &Arc<AppState>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    operational
+        .into_iter()
+        .map(|(serves, listener, at)| {
+            info!(addr = %at, ?serves, "operational listener");
+            tokio::spawn(http::serve_operational(
+                listener,
+                state.clone(),
+                serves,
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Where `serves` is served: its own listener's address, or the one
+/// listener serving both.
+fn bound(
+    operational: &[(http::Operational, TcpListener, SocketAddr)],
+    serves: http::Operational,
+) -> Option<SocketAddr> {
+    operational
+        .iter()
+        .find(|(s, _, _)| *s == serves || *s == http::Operational::Both)
+        .map(|(_, _, addr)| *addr)
 }
 
 /// The `METRICS_ADDR` and `PROBE_ADDR` listeners: one when both name the

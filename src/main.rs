@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use vote_api::config::{Config, LogFormat};
@@ -49,6 +49,13 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_format);
+    if let Some(overflow) = config.db_max_overflow {
+        // Once per process: accepted for compatibility, it changes nothing.
+        warn!(
+            db_max_overflow = overflow,
+            "DB_MAX_OVERFLOW has no effect: the PostgreSQL pool has a fixed size (DB_POOL_SIZE)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -48,8 +48,18 @@ pub enum DbError {
     Abandoned(Box<DbError>),
 }
 
+/// Why `pool` could not build a pool. Displayed as its cause alone.
+#[derive(Debug, Error)]
+pub enum PoolBuildError {
+    /// The database URL is not a valid PostgreSQL connection string.
+    #[error(transparent)]
+    Url(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
 /// Builds the pool; connections are opened lazily.
-pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
+pub fn pool(database_url: &str, size: usize) -> Result<Pool, PoolBuildError> {
     let mut pg = tokio_postgres::Config::from_str(database_url)?;
     pg.connect_timeout(CONNECT_TIMEOUT);
     if pg.get_application_name().is_none() {

@@ -3,9 +3,9 @@
 //! the fence that settles a batch given up on, the totals' copies and the
 //! reset, and the devices of `ONE_VOTE_PER_DEVICE` (one row each, changed
 //! in place, the change moving one count between shards in the same
-//! transaction). Only the PersistenceWriter writes here.
+//! transaction; in `votes/devices.rs`). Only the PersistenceWriter writes
+//! here.
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -13,10 +13,11 @@ use deadpool_postgres::{Object, PoolError, TimeoutType};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 
 use super::{DbError, MeteredPool};
 use crate::totals::ShardCopy;
+use devices::store_devices;
+pub use devices::{DeviceOutcome, DeviceVote, Devices, device_choice};
 
 /// The columns `shard_copy` reads, for a `vote_totals` row named `counts`
 /// (a macro, so statements built with `concat!` stay `&'static str`).
@@ -46,6 +47,9 @@ macro_rules! merged_counts {
     };
 }
 
+// After the macros: the device statements use them too.
+mod devices;
+
 /// How long a statement may keep running past its deadline while the server
 /// is asked to cancel it and the statement's own answer is awaited.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
@@ -72,39 +76,6 @@ pub struct BatchRows<'a> {
     /// Votes of devices (`ONE_VOTE_PER_DEVICE`): one per device, sorted by
     /// device id so that replicas lock device rows in the same order.
     pub devices: Vec<DeviceVote<'a>>,
-}
-
-/// One device's vote in a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceVote<'a> {
-    pub device: &'a str,
-    pub choice: &'a str,
-    pub referral: Option<&'a str>,
-    pub key: Option<&'a str>,
-}
-
-/// What a device's vote did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeviceOutcome {
-    /// The device's first vote: stored and counted.
-    New,
-    /// The device voted for the same choice again: nothing changed.
-    Same,
-    /// The device's vote moved from this choice (its key as stored).
-    Changed(String),
-    /// Its idempotency key is stored with this choice already.
-    Replayed,
-    /// Its idempotency key is stored with another choice.
-    KeyReused,
-}
-
-/// What the device votes of a committed batch did, and the totals of the
-/// other shards they changed (a change takes its old choice off the shard
-/// that counted it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Devices {
-    pub outcomes: HashMap<String, DeviceOutcome>,
-    pub copies: Vec<ShardCopy>,
 }
 
 /// What an insert attempt found.
@@ -181,19 +152,14 @@ enum Step {
     Commit(DbError),
 }
 
-/// Everything the answers need is read before COMMIT, so that nothing but
-/// the COMMIT's own answer can fail once the votes are stored.
-async fn insert_in_transaction(
-    client: &Object,
-    writer: Writer,
-    batch_id: i64,
-    rows: &BatchRows<'_>,
-    deadline: Instant,
-) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>, Devices), Step> {
-    // The shard's new counts are computed in the UPDATE itself, so a
-    // concurrent writer of the same shard is re-read, never overwritten.
-    let prepare = client.prepare_cached(concat!(
-        "WITH batch AS (
+/// The batch's statement: its `vote_batches` row (pruning this writer's
+/// older ones), its votes (a keyed vote whose key is stored already is left
+/// out) and its shard's totals. The shard's new counts are computed in the
+/// UPDATE itself, so a concurrent writer of the same shard is re-read,
+/// never overwritten. Returns how many keyed votes were new, then the
+/// shard's totals (`shard_copy` from column 1).
+const INSERT_BATCH: &str = concat!(
+    "WITH batch AS (
                  INSERT INTO vote_batches (batch_id) VALUES ($1)
              ), pruned AS (
                  DELETE FROM vote_batches WHERE batch_id >= $7 AND batch_id < $1
@@ -214,15 +180,26 @@ async fn insert_in_transaction(
                  UPDATE vote_totals AS s
                  SET version = s.version + 1,
                      counts = ",
-        merged_counts!("SELECT k, n FROM added"),
-        "
+    merged_counts!("SELECT k, n FROM added"),
+    "
                  WHERE s.shard = $8
                  RETURNING s.shard, s.epoch, s.version, s.counts
              )
              SELECT (SELECT count(*) FROM keyed), ",
-        shard_columns!(),
-        " FROM shard"
-    ));
+    shard_columns!(),
+    " FROM shard"
+);
+
+/// Everything the answers need is read before COMMIT, so that nothing but
+/// the COMMIT's own answer can fail once the votes are stored.
+async fn insert_in_transaction(
+    client: &Object,
+    writer: Writer,
+    batch_id: i64,
+    rows: &BatchRows<'_>,
+    deadline: Instant,
+) -> Result<(ShardCopy, Option<Vec<(String, KeyedVote)>>, Devices), Step> {
+    let prepare = client.prepare_cached(INSERT_BATCH);
     let stmt = cancel_after(client, deadline, prepare)
         .await
         .map_err(Step::BeforeCommit)?;
@@ -269,224 +246,6 @@ async fn insert_in_transaction(
         .await
         .map_err(Step::Commit)?;
     Ok((copy, keys, devices))
-}
-
-/// Stores the batch's device votes inside its transaction (one device
-/// vote is one row of `votes`, so `SELECT choice, count(*)` stays equal to
-/// the totals): a new device inserts its row, counted in this writer's
-/// shard; a change rewrites the row and moves one from the old choice on
-/// the shard that counted it to the new one on this shard. Device rows are
-/// locked in device order, then the shards in shard order, so two replicas
-/// changing devices never wait on each other in a cycle. A device inserted
-/// meanwhile by another replica makes the insert fail, and the retried
-/// batch then finds it: a change, never a second row.
-async fn store_devices(
-    client: &Object,
-    writer: Writer,
-    batch_id: i64,
-    rows: &BatchRows<'_>,
-    deadline: Instant,
-) -> Result<Devices, DbError> {
-    let mut out = Devices::default();
-    if rows.devices.is_empty() {
-        return Ok(out);
-    }
-    let keys: Vec<&str> = rows.devices.iter().filter_map(|d| d.key).collect();
-    let stored: HashMap<String, KeyedVote> = if keys.is_empty() {
-        HashMap::new()
-    } else {
-        keyed_votes(client, &keys, deadline)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let mut live = Vec::with_capacity(rows.devices.len());
-    for vote in &rows.devices {
-        // A known key is answered from its stored vote, as for any vote.
-        match vote.key.and_then(|k| stored.get(k)) {
-            Some(v) if v.choice == vote.choice => {
-                out.outcomes
-                    .insert(vote.device.to_owned(), DeviceOutcome::Replayed);
-            }
-            Some(_) => {
-                out.outcomes
-                    .insert(vote.device.to_owned(), DeviceOutcome::KeyReused);
-            }
-            None => live.push(vote),
-        }
-    }
-    if live.is_empty() {
-        return Ok(out);
-    }
-
-    let ids: Vec<&str> = live.iter().map(|d| d.device).collect();
-    // Unprepared (an unnamed statement, planned for these ids): a cached
-    // plan made while `votes` was empty scans the whole table for every
-    // batch until something invalidates it, which made a fresh database
-    // answer new devices at a tenth of the rate.
-    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-        [(&ids, Type::TEXT_ARRAY)];
-    let lookup = client.query_typed(
-        "SELECT device_id, choice, shard FROM votes
-         WHERE device_id = ANY($1::text[]) ORDER BY device_id FOR UPDATE",
-        &params,
-    );
-    let mut found = HashMap::new();
-    for row in cancel_after(client, deadline, lookup).await? {
-        let device: String = row.try_get(0)?;
-        let choice: String = row.try_get(1)?;
-        let shard: Option<i32> = row.try_get(2)?;
-        // Every device row is stored with its shard; NULL would be a row
-        // from outside the app, counted (if at all) nowhere in particular.
-        found.insert(device, (choice, shard.unwrap_or(writer.shard)));
-    }
-
-    // shard -> choice key -> change of its count
-    let mut deltas: BTreeMap<i32, BTreeMap<&str, i64>> = BTreeMap::new();
-    let (mut new, mut changed) = (Vec::new(), Vec::new());
-    for vote in live {
-        let outcome = match found.get(vote.device) {
-            None => {
-                new.push(vote);
-                DeviceOutcome::New
-            }
-            Some((old, _)) if old == vote.choice => DeviceOutcome::Same,
-            Some((old, shard)) => {
-                changed.push(vote);
-                *deltas.entry(*shard).or_default().entry(old).or_default() -= 1;
-                DeviceOutcome::Changed(old.clone())
-            }
-        };
-        if outcome != DeviceOutcome::Same {
-            *deltas
-                .entry(writer.shard)
-                .or_default()
-                .entry(vote.choice)
-                .or_default() += 1;
-        }
-        out.outcomes.insert(vote.device.to_owned(), outcome);
-    }
-    if deltas.is_empty() {
-        return Ok(out);
-    }
-
-    let shards: Vec<i32> = deltas.keys().copied().collect();
-    let stmt = cancel_after(
-        client,
-        deadline,
-        client.prepare_cached(
-            "SELECT shard FROM vote_totals WHERE shard = ANY($1::int[]) ORDER BY shard FOR UPDATE",
-        ),
-    )
-    .await?;
-    cancel_after(client, deadline, client.query(&stmt, &[&shards])).await?;
-
-    for (votes, sql) in [
-        (
-            &new,
-            "INSERT INTO votes (choice, referral_code, idempotency_key, device_id, batch_id, shard)
-             SELECT c, r, k, d, $5, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(c, r, k, d)",
-        ),
-        (
-            &changed,
-            "UPDATE votes AS v
-             SET choice = t.c, referral_code = t.r,
-                 idempotency_key = coalesce(t.k, v.idempotency_key),
-                 batch_id = $5, shard = $6
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(c, r, k, d)
-             WHERE v.device_id = t.d",
-        ),
-    ] {
-        if votes.is_empty() {
-            continue;
-        }
-        let (choices, referrals, keys, devices) = device_columns(votes);
-        // Unprepared, as the lookup above: the change joins `votes` on
-        // `device_id`, and a plan cached while the table was empty scans it.
-        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 6] = [
-            (&choices, Type::TEXT_ARRAY),
-            (&referrals, Type::TEXT_ARRAY),
-            (&keys, Type::TEXT_ARRAY),
-            (&devices, Type::TEXT_ARRAY),
-            (&batch_id, Type::INT8),
-            (&writer.shard, Type::INT4),
-        ];
-        cancel_after(client, deadline, client.execute_typed(sql, &params)).await?;
-    }
-
-    let (mut at, mut keys, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-    for (shard, changes) in &deltas {
-        for (key, n) in changes {
-            at.push(*shard);
-            keys.push(*key);
-            counts.push(*n);
-        }
-    }
-    let stmt = cancel_after(
-        client,
-        deadline,
-        client.prepare_cached(concat!(
-            "WITH d AS (
-                 SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[]) AS t(sh, k, n)
-             ), changed AS (
-                 UPDATE vote_totals AS s
-                 SET version = s.version + 1,
-                     counts = ",
-            merged_counts!("SELECT d.k, d.n FROM d WHERE d.sh = s.shard"),
-            "
-                 WHERE s.shard IN (SELECT sh FROM d)
-                 RETURNING s.shard, s.epoch, s.version, s.counts
-             )
-             SELECT ",
-            shard_columns!(),
-            " FROM changed"
-        )),
-    )
-    .await?;
-    let changed = cancel_after(
-        client,
-        deadline,
-        client.query(&stmt, &[&at, &keys, &counts]),
-    )
-    .await?;
-    out.copies = changed
-        .iter()
-        .map(|row| shard_copy(row, 0))
-        .collect::<Result<_, _>>()?;
-    Ok(out)
-}
-
-/// Device votes as columns for `unnest`: choices, referrals, keys, devices.
-type DeviceColumns<'a> = (
-    Vec<&'a str>,
-    Vec<Option<&'a str>>,
-    Vec<Option<&'a str>>,
-    Vec<&'a str>,
-);
-
-fn device_columns<'a>(votes: &[&DeviceVote<'a>]) -> DeviceColumns<'a> {
-    (
-        votes.iter().map(|d| d.choice).collect(),
-        votes.iter().map(|d| d.referral).collect(),
-        votes.iter().map(|d| d.key).collect(),
-        votes.iter().map(|d| d.device).collect(),
-    )
-}
-
-/// The choice stored for `device` (its key as stored), if it voted.
-pub async fn device_choice(
-    pool: &deadpool_postgres::Pool,
-    device: &str,
-) -> Result<Option<String>, DbError> {
-    super::within(LOOKUP_TIMEOUT, async {
-        let client = pool.get().await?;
-        let stmt = client
-            .prepare_cached("SELECT choice FROM votes WHERE device_id = $1")
-            .await?;
-        let row = client.query_opt(&stmt, &[&device]).await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
-    })
-    .await
 }
 
 /// A `vote_totals` row read as (shard, epoch, version, keys[], counts[])

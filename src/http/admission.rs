@@ -24,26 +24,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Config, DEFAULT_STREAM_RESERVE};
+pub use budgets::{
+    BASE_MEMORY_BYTES, Budgets, DEFAULT_MAX_CONNECTIONS, FD_HEADROOM, PENDING_CONNECTIONS,
+    STREAM_MEMORY_BYTES, memory_limit, raise_open_file_limit, stream_reserve,
+};
 
-/// Open files kept for everything that is not a client connection: the
-/// listener, PostgreSQL and Redis connections, the runtime, log files.
-pub const FD_HEADROOM: u64 = 256;
-/// General connections at most when `MAX_CONNECTIONS` is unset: plenty for
-/// votes and pages (oha's 256 connections, a crowd of phones between two
-/// votes), while the rest of the open files go to screens. With eviction a
-/// larger budget would only delay the churn a bigger flood causes, and
-/// 1,024 idle connections cost about 9 MiB (docs/contract.md, connection budgets).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Connections accepted beyond the general budget at once: waiting at most
-/// `ADMISSION_WAIT` for a slot, or being answered `503`. Their files are
-/// kept out of the default stream budget.
-pub const PENDING_CONNECTIONS: usize = 512;
-/// What one idle stream may cost in memory (docs/contract.md, connection budgets), for the default
-/// stream budget under a memory limit.
-pub const STREAM_MEMORY_BYTES: u64 = 12 * 1024;
-/// Memory kept for everything but streams under a memory limit.
-pub const BASE_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
+mod budgets;
+
 /// An idle keep-alive connection is closed to admit a new one only after it
 /// has been idle this long: a proxy whose upstream keep-alive timeout is
 /// shorter (nginx's `keepalive_timeout` in the `upstream` block) has closed
@@ -52,46 +39,6 @@ pub const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// How long a new connection waits for a slot given up by an old one
 /// before it is answered `503` + `Retry-After`.
 pub const ADMISSION_WAIT: Duration = Duration::from_millis(50);
-
-/// How many connections each budget admits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budgets {
-    pub streams: usize,
-    pub others: usize,
-}
-
-impl Budgets {
-    /// The configured budgets, or defaults derived from the open-file limit
-    /// and, when the process has one, its memory limit.
-    pub fn derive(config: &Config, open_files: u64, memory_limit: Option<u64>) -> Budgets {
-        let sockets =
-            usize::try_from(open_files.saturating_sub(FD_HEADROOM).max(2)).unwrap_or(usize::MAX);
-        let others = config
-            .max_connections
-            .unwrap_or_else(|| DEFAULT_MAX_CONNECTIONS.min(sockets / 4).max(1));
-        let streams = config.max_streams.unwrap_or_else(|| {
-            let pending = PENDING_CONNECTIONS.min(sockets / 8);
-            let by_files = sockets.saturating_sub(others + pending).max(1);
-            let by_memory = memory_limit.map_or(usize::MAX, |limit| {
-                let n = limit.saturating_sub(BASE_MEMORY_BYTES) / STREAM_MEMORY_BYTES;
-                usize::try_from(n).unwrap_or(usize::MAX)
-            });
-            by_files.min(by_memory).max(1)
-        });
-        Budgets { streams, others }
-    }
-}
-
-/// The stream slots kept for screen tickets: `STREAM_RESERVE` when set
-/// (config.rs keeps it below `MAX_STREAMS`; below a derived budget here),
-/// else `DEFAULT_STREAM_RESERVE` but at most a quarter of the budget, so a
-/// small budget (a laptop, a test) still leaves most slots to anyone.
-pub fn stream_reserve(config: &Config, budgets: Budgets) -> usize {
-    match config.stream_reserve {
-        Some(n) => n.min(budgets.streams.saturating_sub(1)),
-        None => DEFAULT_STREAM_RESERVE.min(budgets.streams / 4),
-    }
-}
 
 /// The two budgets of one server, and the connections waiting for the
 /// general one.
@@ -141,7 +88,9 @@ impl Waiter {
             }
             Ok(Err(_)) | Err(_) => {
                 self.slot.leave();
-                Err(Pending(self.pending))
+                Err(Pending {
+                    _permit: self.pending,
+                })
             }
         }
     }
@@ -149,7 +98,9 @@ impl Waiter {
 
 /// A place among the connections being refused.
 #[derive(Debug)]
-pub struct Pending(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Pending {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Admission {
     pub fn new(budgets: Budgets) -> Admission {
@@ -245,7 +196,7 @@ impl Admission {
         if let Some(slot) = slot {
             slot.release();
         }
-        Some(StreamSlot(permit))
+        Some(StreamSlot { _permit: permit })
     }
 
     /// Whether a stream would be admitted right now (for `HEAD /stream`),
@@ -461,265 +412,11 @@ impl Registry {
     }
 }
 
-/// A stream's place in the stream budget, held by its response body.
-pub struct StreamSlot(#[allow(dead_code)] OwnedSemaphorePermit);
-
-/// Raises the soft open-file limit to the hard one; returns the limit now
-/// in force, or `None` where it cannot be read.
-pub fn raise_open_file_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we own and pass by pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            // SAFETY: setrlimit only reads the struct we pass.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                limit = raised;
-            }
-        }
-        Some(limit.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    None
-}
-
-/// The cgroup (v2) memory limit of this process, when it has one.
-pub fn memory_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?;
-    text.trim().parse().ok()
+/// A stream's place in the stream budget, held by its screen's ticket:
+/// the permit goes back when it is dropped.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(streams: Option<usize>, others: Option<usize>) -> Config {
-        let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
-        config.max_streams = streams;
-        config.max_connections = others;
-        config
-    }
-
-    #[test]
-    fn defaults_leave_headroom_under_the_open_file_limit() {
-        let b = Budgets::derive(&config(None, None), 20_000, None);
-        assert_eq!(b.others, DEFAULT_MAX_CONNECTIONS);
-        assert_eq!(
-            b.streams + b.others + PENDING_CONNECTIONS,
-            20_000 - FD_HEADROOM as usize
-        );
-        assert!(b.streams >= 18_000, "18,000 screens in 20,000 files");
-        let small = Budgets::derive(&config(None, None), 1024, None);
-        assert_eq!(small.others, (1024 - 256) / 4);
-        assert_eq!(small.streams + small.others + (1024 - 256) / 8, 1024 - 256);
-    }
-
-    #[test]
-    fn a_memory_limit_caps_the_default_stream_budget() {
-        let b = Budgets::derive(&config(None, None), 1 << 20, Some(256 << 20));
-        assert_eq!(b.streams, (224 << 20) / 12 / 1024);
-        assert!(b.streams >= 18_000, "18,000 screens fit in 256 MiB");
-    }
-
-    #[test]
-    fn configured_budgets_win() {
-        let b = Budgets::derive(&config(Some(3), Some(7)), 20_000, Some(1 << 20));
-        assert_eq!(
-            b,
-            Budgets {
-                streams: 3,
-                others: 7
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stream_trades_its_general_slot_and_a_full_budget_refuses() {
-        let admission = Admission::new(Budgets {
-            streams: 1,
-            others: 2,
-        });
-        let first = admission.connection().await;
-        let second = admission.connection().await;
-        assert_eq!(
-            admission.in_use(),
-            Budgets {
-                streams: 0,
-                others: 2
-            }
-        );
-
-        let stream = admission
-            .stream(Some(&first), false)
-            .expect("room for one stream");
-        assert_eq!(
-            admission.in_use(),
-            Budgets {
-                streams: 1,
-                others: 1
-            }
-        );
-        assert!(!admission.has_stream_room(false));
-        assert!(admission.stream(Some(&second), false).is_none());
-        assert_eq!(
-            admission.in_use(),
-            Budgets {
-                streams: 1,
-                others: 1
-            }
-        );
-
-        drop(stream);
-        drop(first);
-        drop(second);
-        assert_eq!(
-            admission.in_use(),
-            Budgets {
-                streams: 0,
-                others: 0
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn the_reserve_admits_only_ticketed_screens() {
-        let admission = Admission::new(Budgets {
-            streams: 3,
-            others: 1,
-        })
-        .with_stream_reserve(1);
-        let anonymous: Vec<_> = (0..2)
-            .map(|_| admission.stream(None, false).expect("the open share"))
-            .collect();
-        assert!(
-            admission.stream(None, false).is_none(),
-            "the reserve is kept"
-        );
-        assert!(!admission.has_stream_room(false));
-        assert!(admission.has_stream_room(true));
-        let projector = admission.stream(None, true).expect("the reserve");
-        assert!(!admission.has_stream_room(true));
-        assert!(admission.stream(None, true).is_none(), "all three in use");
-        assert_eq!(admission.in_use().streams, 3);
-        drop(anonymous);
-        // A ticket may also use the open share once the reserve is taken.
-        let second = admission.stream(None, true).expect("the open share");
-        assert_eq!(admission.in_use().streams, 2);
-        drop((projector, second));
-        assert_eq!(admission.in_use().streams, 0);
-    }
-
-    #[test]
-    fn the_default_reserve_is_at_most_a_quarter_of_the_budget() {
-        let budgets = |streams| Budgets { streams, others: 1 };
-        let mut config = config(None, None);
-        assert_eq!(
-            stream_reserve(&config, budgets(18_000)),
-            DEFAULT_STREAM_RESERVE
-        );
-        assert_eq!(stream_reserve(&config, budgets(3)), 0);
-        assert_eq!(stream_reserve(&config, budgets(40)), 10);
-        config.stream_reserve = Some(5);
-        assert_eq!(
-            stream_reserve(&config, budgets(3)),
-            2,
-            "one stays open to all"
-        );
-        assert_eq!(stream_reserve(&config, budgets(100)), 5);
-    }
-
-    fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
-        match admission.admit(registry) {
-            Admitted::Now(slot) => slot,
-            _ => panic!("the budget has room"),
-        }
-    }
-
-    #[test]
-    fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
-        let admission = Admission::with_pending(
-            Budgets {
-                streams: 1,
-                others: 3,
-            },
-            2,
-        );
-        let mut registry = admission.registry();
-        let slots: Vec<_> = (0..3)
-            .map(|_| admitted(&admission, &mut registry))
-            .collect();
-        let grace = millis(IDLE_GRACE);
-        // The oldest is busy; the two others idle, the third for longest.
-        let _busy = slots[0].busy();
-        slots[1].idle_since.store(500, Ordering::Release);
-        slots[2].idle_since.store(100, Ordering::Release);
-        let now = grace + 600;
-        assert_eq!(registry.evict_one(now), Some(slots[2].seq));
-        assert_eq!(registry.evict_one(now), Some(slots[1].seq));
-        // No idle one left: the oldest, busy as it is.
-        assert_eq!(registry.evict_one(now), Some(slots[0].seq));
-        assert_eq!(registry.evict_one(now), None, "each is asked once");
-        assert!(slots.iter().all(|s| s.is_evicted()));
-    }
-
-    #[test]
-    fn within_the_grace_the_oldest_admitted_goes() {
-        let admission = Admission::with_pending(
-            Budgets {
-                streams: 1,
-                others: 3,
-            },
-            2,
-        );
-        let mut registry = admission.registry();
-        let slots: Vec<_> = (0..3)
-            .map(|_| admitted(&admission, &mut registry))
-            .collect();
-        let now = millis(IDLE_GRACE) - 1;
-        assert_eq!(registry.evict_one(now), Some(slots[0].seq));
-        // A connection that gave its slot to a stream is no candidate.
-        assert!(admission.stream(Some(&slots[1]), false).is_some());
-        assert_eq!(registry.evict_one(now), Some(slots[2].seq));
-    }
-
-    #[tokio::test]
-    async fn a_full_budget_waits_for_a_slot_then_refuses() {
-        let admission = Admission::with_pending(
-            Budgets {
-                streams: 1,
-                others: 1,
-            },
-            1,
-        );
-        let mut registry = admission.registry();
-        let first = admitted(&admission, &mut registry);
-        let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry) else {
-            panic!("the budget is full: wait");
-        };
-        assert!(evicted && first.is_evicted());
-        assert!(
-            matches!(admission.admit(&mut registry), Admitted::Refused),
-            "the one pending place is taken"
-        );
-        first.end();
-        let second = waiter.wait().await.expect("the evicted slot");
-        assert_eq!(admission.in_use().others, 1);
-        let Admitted::Waiting(waiter, _) = admission.admit(&mut registry) else {
-            panic!("the budget is full: wait");
-        };
-        assert!(second.is_evicted(), "the next oldest was asked");
-        let started = tokio::time::Instant::now();
-        assert!(waiter.wait().await.is_err(), "nobody gave a slot up");
-        assert!(started.elapsed() >= ADMISSION_WAIT);
-    }
-}
+mod tests;

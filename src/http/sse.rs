@@ -5,7 +5,6 @@
 //! ends the stream on shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -20,11 +19,6 @@ use super::body::{self, Body};
 use super::fanout::{Handover, Ticket};
 use crate::metrics::Metrics;
 
-/// Longest silence before a keep-alive comment (docs/contract.md#get-stream).
-pub const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
-/// Tells EventSource how long to wait before reconnecting.
-pub const RETRY_FRAME: &[u8] = b"retry: 2000\n\n";
-pub const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// Seconds a refused screen waits before it tries again (`Retry-After`).
 pub const STREAM_RETRY_AFTER_SECS: u32 = 5;
 

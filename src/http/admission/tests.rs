@@ -1,0 +1,222 @@
+use super::*;
+use crate::config::{Config, DEFAULT_STREAM_RESERVE};
+
+fn config(streams: Option<usize>, others: Option<usize>) -> Config {
+    let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
+    config.max_streams = streams;
+    config.max_connections = others;
+    config
+}
+
+#[test]
+fn defaults_leave_headroom_under_the_open_file_limit() {
+    let b = Budgets::derive(&config(None, None), 20_000, None);
+    assert_eq!(b.others, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(
+        b.streams + b.others + PENDING_CONNECTIONS,
+        20_000 - FD_HEADROOM as usize
+    );
+    assert!(b.streams >= 18_000, "18,000 screens in 20,000 files");
+    let small = Budgets::derive(&config(None, None), 1024, None);
+    assert_eq!(small.others, (1024 - 256) / 4);
+    assert_eq!(small.streams + small.others + (1024 - 256) / 8, 1024 - 256);
+}
+
+#[test]
+fn a_memory_limit_caps_the_default_stream_budget() {
+    let b = Budgets::derive(&config(None, None), 1 << 20, Some(256 << 20));
+    assert_eq!(b.streams, (224 << 20) / 12 / 1024);
+    assert!(b.streams >= 18_000, "18,000 screens fit in 256 MiB");
+}
+
+#[test]
+fn configured_budgets_win() {
+    let b = Budgets::derive(&config(Some(3), Some(7)), 20_000, Some(1 << 20));
+    assert_eq!(
+        b,
+        Budgets {
+            streams: 3,
+            others: 7
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_stream_trades_its_general_slot_and_a_full_budget_refuses() {
+    let admission = Admission::new(Budgets {
+        streams: 1,
+        others: 2,
+    });
+    let first = admission.connection().await;
+    let second = admission.connection().await;
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 0,
+            others: 2
+        }
+    );
+
+    let stream = admission
+        .stream(Some(&first), false)
+        .expect("room for one stream");
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 1,
+            others: 1
+        }
+    );
+    assert!(!admission.has_stream_room(false));
+    assert!(admission.stream(Some(&second), false).is_none());
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 1,
+            others: 1
+        }
+    );
+
+    drop(stream);
+    drop(first);
+    drop(second);
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 0,
+            others: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_reserve_admits_only_ticketed_screens() {
+    let admission = Admission::new(Budgets {
+        streams: 3,
+        others: 1,
+    })
+    .with_stream_reserve(1);
+    let anonymous: Vec<_> = (0..2)
+        .map(|_| admission.stream(None, false).expect("the open share"))
+        .collect();
+    assert!(
+        admission.stream(None, false).is_none(),
+        "the reserve is kept"
+    );
+    assert!(!admission.has_stream_room(false));
+    assert!(admission.has_stream_room(true));
+    let projector = admission.stream(None, true).expect("the reserve");
+    assert!(!admission.has_stream_room(true));
+    assert!(admission.stream(None, true).is_none(), "all three in use");
+    assert_eq!(admission.in_use().streams, 3);
+    drop(anonymous);
+    // A ticket may also use the open share once the reserve is taken.
+    let second = admission.stream(None, true).expect("the open share");
+    assert_eq!(admission.in_use().streams, 2);
+    drop((projector, second));
+    assert_eq!(admission.in_use().streams, 0);
+}
+
+#[test]
+fn the_default_reserve_is_at_most_a_quarter_of_the_budget() {
+    let budgets = |streams| Budgets { streams, others: 1 };
+    let mut config = config(None, None);
+    assert_eq!(
+        stream_reserve(&config, budgets(18_000)),
+        DEFAULT_STREAM_RESERVE
+    );
+    assert_eq!(stream_reserve(&config, budgets(3)), 0);
+    assert_eq!(stream_reserve(&config, budgets(40)), 10);
+    config.stream_reserve = Some(5);
+    assert_eq!(
+        stream_reserve(&config, budgets(3)),
+        2,
+        "one stays open to all"
+    );
+    assert_eq!(stream_reserve(&config, budgets(100)), 5);
+}
+
+fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
+    match admission.admit(registry) {
+        Admitted::Now(slot) => slot,
+        _ => panic!("the budget has room"),
+    }
+}
+
+#[test]
+fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 1,
+            others: 3,
+        },
+        2,
+    );
+    let mut registry = admission.registry();
+    let slots: Vec<_> = (0..3)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    let grace = millis(IDLE_GRACE);
+    // The oldest is busy; the two others idle, the third for longest.
+    let _busy = slots[0].busy();
+    slots[1].idle_since.store(500, Ordering::Release);
+    slots[2].idle_since.store(100, Ordering::Release);
+    let now = grace + 600;
+    assert_eq!(registry.evict_one(now), Some(slots[2].seq));
+    assert_eq!(registry.evict_one(now), Some(slots[1].seq));
+    // No idle one left: the oldest, busy as it is.
+    assert_eq!(registry.evict_one(now), Some(slots[0].seq));
+    assert_eq!(registry.evict_one(now), None, "each is asked once");
+    assert!(slots.iter().all(|s| s.is_evicted()));
+}
+
+#[test]
+fn within_the_grace_the_oldest_admitted_goes() {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 1,
+            others: 3,
+        },
+        2,
+    );
+    let mut registry = admission.registry();
+    let slots: Vec<_> = (0..3)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    let now = millis(IDLE_GRACE) - 1;
+    assert_eq!(registry.evict_one(now), Some(slots[0].seq));
+    // A connection that gave its slot to a stream is no candidate.
+    assert!(admission.stream(Some(&slots[1]), false).is_some());
+    assert_eq!(registry.evict_one(now), Some(slots[2].seq));
+}
+
+#[tokio::test]
+async fn a_full_budget_waits_for_a_slot_then_refuses() {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 1,
+            others: 1,
+        },
+        1,
+    );
+    let mut registry = admission.registry();
+    let first = admitted(&admission, &mut registry);
+    let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry) else {
+        panic!("the budget is full: wait");
+    };
+    assert!(evicted && first.is_evicted());
+    assert!(
+        matches!(admission.admit(&mut registry), Admitted::Refused),
+        "the one pending place is taken"
+    );
+    first.end();
+    let second = waiter.wait().await.expect("the evicted slot");
+    assert_eq!(admission.in_use().others, 1);
+    let Admitted::Waiting(waiter, _) = admission.admit(&mut registry) else {
+        panic!("the budget is full: wait");
+    };
+    assert!(second.is_evicted(), "the next oldest was asked");
+    let started = tokio::time::Instant::now();
+    assert!(waiter.wait().await.is_err(), "nobody gave a slot up");
+    assert!(started.elapsed() >= ADMISSION_WAIT);
+}
