@@ -15,7 +15,7 @@
 #   ld-linux-x86-64.so.2    libc6       (the dynamic loader)
 # libc6 is a dependency of Debian's essential packages and libc6 depends on
 # libgcc-s1, so debian:bookworm-slim has all of them and nothing is installed.
-# The binary is glibc-linked on purpose: mirrord (see README.md, "Debugging with mirrord") injects with
+# The binary is glibc-linked on purpose: mirrord (see docs/mirrord.md, "glibc, not musl") injects with
 # LD_PRELOAD, which a static musl binary would ignore; keep the two stages on the
 # same Debian release so the glibc it was linked against is the one it runs with.
 

@@ -244,7 +244,7 @@ alert_expect() {
   printf '%s\n%s\n' "$title" "$text" | indent
   [ "$(jq -r '.body.channel' <<<"$msg")" = "#sre-alerts" ] || fail "the Slack message goes to $(jq -r .body.channel <<<"$msg"), not #sre-alerts"
   for want in "\`alertname=$alert\`" "\`job=$ALERT_JOB\`" "\`instance=$instance\`" "\`severity=critical\`" \
-    "Runbook: README.md, section 'Runbook: alerts' > $alert"; do
+    "Runbook: docs/runbook.md, section 'Runbook: alerts' > $alert"; do
     grep -qF -- "$want" <<<"$text" || fail "the Slack message lacks $want"
   done
   # The annotations as the rules state them, the instance filled in.

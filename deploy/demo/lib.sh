@@ -31,7 +31,7 @@ indent() { sed "s/^/        ${C_D}│${C_0} /"; }
 show_cmd() { sed "1s/^/      \$ /; 2,\$s/^/        /"; }
 
 # ---- the run-book's commands ------------------------------------------------------
-# The run-book in README.md marks each
+# The run-book in docs/demo.md marks each
 # command the speaker types with a line `# rehearse: NAME` inside its code
 # block. block NAME loads the lines after the marker up to the end of the block
 # into $BLOCK, so rehearse runs exactly what the speaker will type.
@@ -41,8 +41,8 @@ block() {
   BLOCK="$(awk -v m="# rehearse: $name" '
     !on && index($0, m) && $0 ~ "^ *" m "$" { on = 1; pad = index($0, m) - 1; next }
     on && /^ *```/ { exit }
-    on { print substr($0, pad + 1) }' "$ROOT/README.md")"
-  [ -n "$BLOCK" ] || fail "no run-book block '# rehearse: $name' in README.md"
+    on { print substr($0, pad + 1) }' "$ROOT/docs/demo.md")"
+  [ -n "$BLOCK" ] || fail "no run-book block '# rehearse: $name' in docs/demo.md"
 }
 
 # run_block NAME: shows the block and runs it in bash (VOTE_URL, ADMIN_TOKEN
