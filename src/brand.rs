@@ -1,4 +1,4 @@
-//! Conference branding keys (`CONFERENCE` in README.md#configuration, `?conf=`).
+//! Conference branding keys (`CONFERENCE` in docs/operate.md#configuration, `?conf=`).
 //! Only known keys exist, so a query string can never inject text into a page.
 
 /// A conference the app can be branded for.

@@ -1,4 +1,4 @@
-//! Typed configuration read once from the environment (README.md#configuration).
+//! Typed configuration read once from the environment (docs/operate.md#configuration).
 //! `Config::from_env` is the only reader of process variables; everything
 //! else receives the parsed values, so tests build a `Config` by hand.
 
@@ -129,7 +129,7 @@ impl fmt::Debug for AdminToken {
 }
 
 impl Config {
-    /// Reads and validates every variable of README.md#configuration.
+    /// Reads and validates every variable of docs/operate.md#configuration.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -155,7 +155,7 @@ impl Config {
             )
         })?;
         // DB_MAX_OVERFLOW: accepted for compatibility with the original's
-        // settings (README.md, configuration) and validated as before, but
+        // settings (docs/operate.md#configuration) and validated as before, but
         // without effect: the pool has a fixed size. Kept in `Config` so
         // that start-up (main.rs) can say so.
         let db_max_overflow = vars.parsed("DB_MAX_OVERFLOW", str::parse::<usize>)?;

@@ -14,7 +14,7 @@ use vote_api::db;
 
 /// jemalloc with background purging: memory freed when thousands of screens
 /// leave goes back to the system within seconds (glibc's malloc kept it;
-/// README.md, "Memory"). Its view is exported as `allocator_*_bytes`.
+/// docs/benchmarks.md, "Screens, churn and memory"). Its view is exported as `allocator_*_bytes`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -123,7 +123,7 @@ metrics! {
     redis_rebuilds: IntCounter = counter("redis_rebuilds_total", "Times the Redis counts were rebuilt from PostgreSQL");
     sse_frames: IntCounter = counter("sse_frames_total", "Vote frames broadcast to /stream clients");
     sse_lagged: IntCounter = counter("sse_lagged_total", "Times a slow /stream client skipped frames");
-    /// The fan-out's gap between frame passes (fanout.rs, the write budget).
+    /// The fan-out's gap between frame passes (fanout/writer.rs, the write budget).
     sse_frame_gap: Gauge = float_gauge("sse_frame_gap_seconds", "Gap between two frame passes to /stream clients: grows past 0.1 when screens need more writes than the budget allows");
     failure_reports_dropped: IntCounter = counter("failure_reports_dropped_total", "Failed-vote reports dropped because the broadcaster's queue was full");
     pubsub_rejected: IntCounterVec = counter_vec("pubsub_rejected_total", "Redis pub/sub messages ignored because they failed validation, by reason", &["reason"]);

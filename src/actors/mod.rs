@@ -1,4 +1,4 @@
-//! The actor graph (README.md#how-it-works), spawned in dependency order:
+//! The actor graph (docs/how-it-works.md), spawned in dependency order:
 //! HTTP → ReferralValidator; HTTP → PersistenceWriter → VoteTally →
 //! (CountsView) → ResultsBroadcaster → `/stream`. The only back edge is the
 //! tally's recount request (`tally::RecountRequests`), `try_send` only.

@@ -129,7 +129,8 @@ fn active_poll(page: &Page) -> Markup {
 }
 
 /// The incident timeline and the downloads (with `ADMIN_TOKEN` set, the
-/// downloads need the `Authorization` header: curl, see the README).
+/// downloads need the `Authorization` header: curl, see docs/demo.md,
+/// "The closing slide — the incident timeline").
 fn console_links(view: &Admin) -> Markup {
     html! {
         p class="actions" {
