@@ -40,6 +40,15 @@ impl Outcome {
         self as usize
     }
 
+    /// A refusal the service caused (answered with a 5xx), which the
+    /// projector's degraded sign counts; the others are the voter's.
+    pub fn is_unavailable(self) -> bool {
+        matches!(
+            self,
+            Outcome::ReferralCacheExhausted | Outcome::DbUnavailable | Outcome::Overloaded
+        )
+    }
+
     pub fn from_key(key: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.key() == key)
     }

@@ -7,6 +7,7 @@ use tracing::warn;
 
 use crate::actors::referral::ReferralError;
 use crate::actors::writer::WriteError;
+use crate::timeline::Outcome;
 
 /// An error answered to the client.
 #[derive(Debug, Error)]
@@ -85,6 +86,36 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What a `POST /vote` refused with this error counts as on the incident
+    /// timeline (docs/contract.md, the speaker's console). Exhaustive, so a
+    /// new error is placed here when it is added. `None`: no vote was made
+    /// (another method than `POST`).
+    pub fn vote_outcome(&self) -> Option<Outcome> {
+        Some(match self {
+            ApiError::CacheExhausted(_) => Outcome::ReferralCacheExhausted,
+            ApiError::DbUnavailable => Outcome::DbUnavailable,
+            ApiError::RedisUnavailable | ApiError::Overloaded => Outcome::Overloaded,
+            ApiError::InvalidChoice(_)
+            | ApiError::InvalidReferral
+            | ApiError::ReferralTooLong(_)
+            | ApiError::Malformed(_)
+            | ApiError::InvalidIdempotencyKey
+            | ApiError::IdempotencyKeyReused
+            | ApiError::UnsupportedMediaType
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::BodyTimeout
+            | ApiError::ConfirmRequired
+            | ApiError::Unauthorized
+            | ApiError::AdminTokenUnset
+            | ApiError::MetricsNotLocal
+            | ApiError::CrossSite
+            | ApiError::NotFound => Outcome::Invalid,
+            ApiError::MethodNotAllowed(_) => return None,
+        })
+    }
+}
+
 impl From<ReferralError> for ApiError {
     fn from(e: ReferralError) -> Self {
         match e {
@@ -112,6 +143,51 @@ impl From<WriteError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_votes_map_to_timeline_outcomes() {
+        let of = |e: ApiError| e.vote_outcome();
+        assert_eq!(
+            of(ApiError::InvalidChoice(String::new())),
+            Some(Outcome::Invalid)
+        );
+        assert_eq!(of(ApiError::PayloadTooLarge(1)), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::UnsupportedMediaType), Some(Outcome::Invalid));
+        assert_eq!(of(ApiError::CrossSite), Some(Outcome::Invalid));
+        assert_eq!(
+            of(ReferralError::CacheExhausted(11).into()),
+            Some(Outcome::ReferralCacheExhausted)
+        );
+        assert_eq!(of(ApiError::DbUnavailable), Some(Outcome::DbUnavailable));
+        assert_eq!(of(ApiError::Overloaded), Some(Outcome::Overloaded));
+        assert_eq!(of(ApiError::RedisUnavailable), Some(Outcome::Overloaded));
+        assert_eq!(
+            of(ApiError::MethodNotAllowed("POST")),
+            None,
+            "GET /vote is no vote"
+        );
+    }
+
+    #[test]
+    fn every_refusal_the_service_caused_is_a_5xx_outcome() {
+        // The degraded sign hears of exactly the votes answered with a 5xx.
+        for e in [
+            ApiError::DbUnavailable,
+            ApiError::Overloaded,
+            ApiError::RedisUnavailable,
+            ReferralError::CacheExhausted(11).into(),
+            ApiError::InvalidReferral,
+            ApiError::BodyTimeout,
+            ApiError::IdempotencyKeyReused,
+        ] {
+            let outcome = e.vote_outcome().expect("a vote");
+            assert_eq!(
+                outcome.is_unavailable(),
+                e.status().is_server_error(),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn cache_exhaustion_keeps_the_spec_detail() {

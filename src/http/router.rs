@@ -15,8 +15,10 @@ use tracing::info;
 use super::AppState;
 use super::body::{self, Body};
 use super::error::ApiError;
+use super::handlers::vote::Answered;
 use super::{guard, handlers};
 use crate::metrics::{self, method_label};
+use crate::timeline::Outcome;
 
 /// Every route, named by its `endpoint` metric label (an unknown path is
 /// `None`, labelled `other`).
@@ -139,11 +141,11 @@ pub async fn handle(
     // With METRICS_ADDR, /metrics lives on its own listener only.
     let metrics_apart = state.config.metrics_addr.is_some();
     let route = resolve(&path).filter(|(e, _)| !(metrics_apart && *e == Endpoint::Metrics));
-    let (endpoint, resp) = match route {
-        None => (None, body::error(&ApiError::NotFound)),
+    let (endpoint, answered) = match route {
+        None => (None, Answered::not_a_vote(Err(ApiError::NotFound))),
         Some((endpoint, allowed)) if !allowed.permits(req.method()) => (
             Some(endpoint),
-            body::error(&ApiError::MethodNotAllowed(allowed.header())),
+            Answered::not_a_vote(Err(ApiError::MethodNotAllowed(allowed.header()))),
         ),
         Some((endpoint, allowed)) => {
             // Every POST changes state: none may come from another site's page.
@@ -151,21 +153,21 @@ pub async fn handle(
                 Allowed::Post => guard::same_origin(&req, state.config.public_url.as_deref()),
                 Allowed::Get => Ok(()),
             };
-            let resp = match allowed_here {
+            let answered = match allowed_here {
                 Ok(()) => dispatch(&state, endpoint, req).await,
-                Err(e) => Err(e),
+                Err(e) if endpoint == Endpoint::Vote => Answered::refused(&e),
+                Err(e) => Answered::not_a_vote(Err(e)),
             };
-            (Some(endpoint), resp.unwrap_or_else(|e| body::error(&e)))
+            (Some(endpoint), answered)
         }
     };
+    let Answered {
+        response: resp,
+        outcome,
+    } = answered;
     let status = resp.status().as_u16();
-    if endpoint == Some(Endpoint::Vote) && state.config.timeline {
-        handlers::console::count_vote(&state, &resp);
-    }
-    if endpoint == Some(Endpoint::Vote) && resp.status().is_server_error() {
-        let detail = resp.extensions().get::<body::ErrorDetail>();
-        let detail = detail.map_or_else(|| format!("HTTP {status}"), |d| d.0.clone());
-        state.actors.broadcaster.report_failure(detail);
+    if let Some(outcome) = outcome {
+        count_vote(&state, outcome, &resp);
     }
     let elapsed = started.elapsed();
     state
@@ -179,6 +181,19 @@ pub async fn handle(
         latency_ms = elapsed.as_secs_f64() * 1000.0,
     );
     Ok(resp)
+}
+
+/// Tells the timeline what a vote came to, and the degraded sign of a vote
+/// the service refused (with the detail the phone got).
+fn count_vote<B>(state: &AppState, outcome: Outcome, resp: &Response<B>) {
+    if state.config.timeline {
+        state.actors.timeline.record(outcome);
+    }
+    if outcome.is_unavailable() {
+        let detail = resp.extensions().get::<body::ErrorDetail>();
+        let detail = detail.map_or_else(|| format!("HTTP {}", resp.status()), |d| d.0.clone());
+        state.actors.broadcaster.report_failure(detail);
+    }
 }
 
 /// Entry point of the `METRICS_ADDR` listener: `/metrics` and nothing else.
@@ -261,8 +276,10 @@ pub async fn refuse(
     let mut resp = body::error(&ApiError::Overloaded);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    // Only the timeline hears of it: the degraded sign is for votes this
+    // process read and refused, not for connections it had no room for.
     if endpoint == Some(Endpoint::Vote) && state.config.timeline {
-        handlers::console::count_vote(&state, &resp);
+        state.actors.timeline.record(Outcome::Overloaded);
     }
     let elapsed = started.elapsed();
     state
@@ -293,17 +310,13 @@ content-length: 46\r\n\
 \r\n\
 {\"detail\":\"Service overloaded, please retry\"}\n";
 
-async fn dispatch(
-    state: &Arc<AppState>,
-    endpoint: Endpoint,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn dispatch(state: &Arc<AppState>, endpoint: Endpoint, req: Request<Incoming>) -> Answered {
     use handlers::*;
     // The vote is awaited in place; every other awaited arm is boxed, so the
     // future of every request (copied into hyper's service box) is as small
     // as the vote's rather than as large as the largest admin handler's.
-    match endpoint {
-        Endpoint::Vote => vote::vote(state, req).await,
+    let answer = match endpoint {
+        Endpoint::Vote => return vote::vote(state, req).await,
         Endpoint::Index => Ok(Box::pin(pages::index(state, &req)).await),
         Endpoint::Thanks => Ok(pages::thanks(state, &req)),
         Endpoint::Votes => Ok(console::votes(state)),
@@ -325,13 +338,15 @@ async fn dispatch(
             // Without METRICS_ADDR the public port serves it, and
             // votes_total{choice} would tell hidden results to anyone.
             let peer = req.extensions().get::<super::guard::Peer>().map(|p| p.0);
-            if !super::guard::is_local(peer, req.headers()) {
-                return Err(ApiError::MetricsNotLocal);
+            if super::guard::is_local(peer, req.headers()) {
+                Ok(probes::metrics(state))
+            } else {
+                Err(ApiError::MetricsNotLocal)
             }
-            Ok(probes::metrics(state))
         }
         Endpoint::Static => Ok(assets::serve(&req)),
-    }
+    };
+    Answered::not_a_vote(answer)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::actors::broadcaster::hidden_json;
-use crate::actors::referral::ReferralError;
 use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
@@ -130,45 +129,6 @@ pub async fn after_reset(state: &AppState) {
         warn!(error = %e, "reset could not drop the timeline's unsent counts");
     }
     state.actors.reveal.changed(false).await;
-}
-
-/// Tells the timeline how a `POST /vote` was answered.
-pub fn count_vote<B>(state: &AppState, resp: &Response<B>) {
-    if let Some(outcome) = vote_outcome(resp) {
-        state.actors.timeline.record(outcome);
-    }
-}
-
-/// The outcome of a vote from its answer: any 4xx is `invalid`; a 5xx is
-/// told apart by its detail. A replayed vote was counted the first time, and
-/// a request with another method than `POST` was no vote.
-fn vote_outcome<B>(resp: &Response<B>) -> Option<Outcome> {
-    let status = resp.status();
-    if resp.headers().contains_key("idempotent-replayed")
-        || status == StatusCode::METHOD_NOT_ALLOWED
-    {
-        return None;
-    }
-    if status.is_success() || status.is_redirection() {
-        return Some(Outcome::Accepted);
-    }
-    if status.is_client_error() {
-        return Some(Outcome::Invalid);
-    }
-    let detail = resp
-        .extensions()
-        .get::<body::ErrorDetail>()
-        .map_or("", |d| d.0.as_str());
-    // The detail names the cache size: compare up to it.
-    let exhausted = ApiError::from(ReferralError::CacheExhausted(0)).to_string();
-    let exhausted = exhausted.split('(').next().unwrap_or_default();
-    Some(if detail.starts_with(exhausted) {
-        Outcome::ReferralCacheExhausted
-    } else if detail == ApiError::DbUnavailable.to_string() {
-        Outcome::DbUnavailable
-    } else {
-        Outcome::Overloaded
-    })
 }
 
 async fn read_timeline(state: &AppState) -> Result<Timeline, ApiError> {
@@ -449,42 +409,4 @@ async fn cut_exports(state: &AppState) -> Result<i64, db::DbError> {
         Ok(row.try_get(0)?)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vote_answers_map_to_timeline_outcomes() {
-        let of = |e: ApiError| vote_outcome(&body::error(&e));
-        assert_eq!(
-            vote_outcome(&body::json(StatusCode::OK, &"ok")),
-            Some(Outcome::Accepted)
-        );
-        assert_eq!(
-            vote_outcome(&body::see_other("/thanks")),
-            Some(Outcome::Accepted)
-        );
-        assert_eq!(
-            of(ApiError::InvalidChoice(String::new())),
-            Some(Outcome::Invalid)
-        );
-        assert_eq!(of(ApiError::PayloadTooLarge(1)), Some(Outcome::Invalid));
-        assert_eq!(of(ApiError::UnsupportedMediaType), Some(Outcome::Invalid));
-        assert_eq!(
-            of(ReferralError::CacheExhausted(11).into()),
-            Some(Outcome::ReferralCacheExhausted)
-        );
-        assert_eq!(of(ApiError::DbUnavailable), Some(Outcome::DbUnavailable));
-        assert_eq!(of(ApiError::Overloaded), Some(Outcome::Overloaded));
-
-        let mut replay = body::json(StatusCode::OK, &"ok");
-        replay
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        assert_eq!(vote_outcome(&replay), None, "counted the first time");
-        let get = body::error(&ApiError::MethodNotAllowed("POST"));
-        assert_eq!(vote_outcome(&get), None, "GET /vote is no vote");
-    }
 }

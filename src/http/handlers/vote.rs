@@ -18,6 +18,7 @@ use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::handlers::pages;
 use crate::poll::Choice;
+use crate::timeline::Outcome;
 
 /// Longest referral code accepted (partner codes are far shorter).
 pub const MAX_REFERRAL_CHARS: usize = 64;
@@ -126,41 +127,69 @@ fn device_set_cookie(state: &AppState, token: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&cookie).ok()
 }
 
-pub async fn vote(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+/// A vote's answer and what the vote came to, for the incident timeline and
+/// the degraded sign (`None`: nothing to count, as for a replay, which was
+/// counted the first time).
+pub struct Answered {
+    pub response: Response<Body>,
+    pub outcome: Option<Outcome>,
+}
+
+impl Answered {
+    /// The answer to a request that was no vote.
+    pub fn not_a_vote(answer: Result<Response<Body>, ApiError>) -> Self {
+        Answered {
+            response: answer.unwrap_or_else(|e| body::error(&e)),
+            outcome: None,
+        }
+    }
+
+    /// A vote refused with `e`, answered with `response`.
+    pub fn refused_with(response: Response<Body>, e: &ApiError) -> Self {
+        Answered {
+            response,
+            outcome: e.vote_outcome(),
+        }
+    }
+
+    /// A vote refused with `e`, answered with its JSON error.
+    pub fn refused(e: &ApiError) -> Self {
+        Self::refused_with(body::error(e), e)
+    }
+}
+
+pub async fn vote(state: &Arc<AppState>, req: Request<Incoming>) -> Answered {
     let device = device_of(state, &req);
-    let answer = cast(state, req, device.as_ref().map(|d| d.id.clone())).await;
-    let Some(token) = device.and_then(|d| d.new_token) else {
-        return answer;
-    };
+    let mut answered = cast(state, req, device.as_ref().map(|d| d.id.clone())).await;
     // A new device gets its cookie with any answer, a 503 too: a retry of a
     // vote whose answer was lost then comes from the same device and finds
     // its vote instead of counting a second one.
-    let mut resp = answer.unwrap_or_else(|e| body::error(&e));
-    if let Some(cookie) = device_set_cookie(state, &token) {
-        resp.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
+    let token = device.and_then(|d| d.new_token);
+    if let Some(cookie) = token.and_then(|t| device_set_cookie(state, &t)) {
+        answered
+            .response
+            .headers_mut()
+            .insert(hyper::header::SET_COOKIE, cookie);
     }
-    Ok(resp)
+    answered
 }
 
 /// One vote, from `device` when `ONE_VOTE_PER_DEVICE`.
-async fn cast(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    device: Option<String>,
-) -> Result<Response<Body>, ApiError> {
-    let encoding = body::encoding(&req)?;
+async fn cast(state: &Arc<AppState>, req: Request<Incoming>, device: Option<String>) -> Answered {
+    let encoding = match body::encoding(&req) {
+        Ok(encoding) => encoding,
+        Err(e) => return Answered::refused(&e),
+    };
     // A browser posting the plain form gets a page for an error, not JSON.
     let page = pages::Answer::of(&req) == pages::Answer::Page;
     let header_key = header_key(&req);
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
         Err(e) if page => {
-            return Ok(pages::vote_refused(state, None, None, None, None, &e));
+            let refused = pages::vote_refused(state, None, None, None, None, &e);
+            return Answered::refused_with(refused, &e);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Answered::refused(&e),
     };
     let key = header_key.map(|key| key.or_else(|| input.vote_id.clone()));
     let one_per_device = device.is_some();
@@ -173,16 +202,17 @@ async fn cast(
                 e,
                 ApiError::IdempotencyKeyReused | ApiError::InvalidIdempotencyKey
             );
-            return Ok(pages::vote_refused(
+            let refused = pages::vote_refused(
                 state,
                 Some(input.choice.as_str()).filter(|_| retry),
                 input.referral.as_deref(),
                 input.conf.as_deref(),
                 input.vote_id.as_deref().filter(|_| retry),
                 &e,
-            ));
+            );
+            return Answered::refused_with(refused, &e);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Answered::refused(&e),
     };
 
     let changed_from = match &recorded {
@@ -217,7 +247,10 @@ async fn cast(
         resp.headers_mut()
             .insert(REPLAYED, HeaderValue::from_static("true"));
     }
-    Ok(resp)
+    Answered {
+        response: resp,
+        outcome: (recorded != Recorded::Replayed).then_some(Outcome::Accepted),
+    }
 }
 
 /// The `Idempotency-Key` header, if there is exactly one. Its validity is
