@@ -228,6 +228,11 @@ impl Poll {
     }
 }
 
+/// `{"hidden":true,"total":N}`: what `/votes` and the stream say while hidden.
+pub fn hidden_json(counts: &Counts) -> String {
+    serde_json::json!({ "hidden": true, "total": counts.total() }).to_string()
+}
+
 /// 1–32 characters of `[a-z0-9-]`: safe in URLs, metric labels, Redis
 /// copies (`key=n`, space-separated) and the Lua pattern that reads them.
 fn valid_key(key: &str) -> bool {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 
 use common::*;
-use vote_api::http::handlers::console::{EXPORT_APPLICATION, EXPORT_IDLE_READER};
+use vote_api::db::export::EXPORT_APPLICATION;
+use vote_api::http::handlers::export::EXPORT_IDLE_READER;
 
 /// curl's exit code for "transfer closed with outstanding read data remaining".
 const CURL_PARTIAL_FILE: i32 = 18;

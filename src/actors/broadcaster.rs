@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::live::{Announcement, Live, Rejected};
 use crate::metrics::Metrics;
-use crate::poll::{Counts, CountsView, Poll, Snapshot};
+use crate::poll::{Counts, CountsView, Poll, Snapshot, hidden_json};
 
 /// Minimum gap between two votes frames: at most ~10 frames/s whatever the vote rate.
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(100);
@@ -141,11 +141,6 @@ pub fn votes_frame(poll: &Poll, counts: &Counts, hidden: bool) -> Bytes {
     Bytes::from(format!("event: votes\ndata: {json}\n\n"))
 }
 
-/// `{"hidden":true,"total":N}`: what `/votes` and the stream say while hidden.
-pub fn hidden_json(counts: &Counts) -> String {
-    serde_json::json!({ "hidden": true, "total": counts.total() }).to_string()
-}
-
 /// The data of a `status` frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 struct Status {
@@ -226,12 +221,8 @@ impl ResultsBroadcaster {
         let mut last_status = Instant::now();
         loop {
             tokio::select! {
-                changed = self.updates.changed(), if !votes_pending => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    votes_pending = true;
-                }
+                // Never closed: the actor holds the view, and with it the sender.
+                Ok(()) = self.updates.changed(), if !votes_pending => votes_pending = true,
                 // Hiding or revealing re-sends the counts in the new form.
                 Ok(()) = self.hidden.changed(), if !votes_pending => votes_pending = true,
                 // Coalesce: whatever arrived since the last frame goes into one.

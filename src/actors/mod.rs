@@ -7,6 +7,7 @@ pub mod broadcaster;
 pub mod mailbox;
 pub mod referral;
 pub mod reveal;
+pub mod session;
 pub mod tally;
 pub mod timeline;
 pub mod writer;

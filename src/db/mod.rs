@@ -5,6 +5,7 @@
 //! probes or pages; the readiness check has one too (`PROBE_CONNECTIONS`);
 //! referral lookups and the rest share the `DB_POOL_SIZE` pool.
 
+pub mod export;
 pub mod migrate;
 pub mod partners;
 pub mod session;

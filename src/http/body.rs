@@ -206,6 +206,25 @@ pub fn mark_error(mut resp: Response<Body>, e: &ApiError) -> Response<Body> {
     resp
 }
 
+/// A CSV download.
+pub fn attachment(body: Body, filename: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

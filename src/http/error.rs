@@ -6,6 +6,7 @@ use thiserror::Error;
 use tracing::warn;
 
 use crate::actors::referral::ReferralError;
+use crate::actors::session::ResetError;
 use crate::actors::writer::WriteError;
 use crate::timeline::Outcome;
 
@@ -126,6 +127,15 @@ impl From<ReferralError> for ApiError {
                 ApiError::DbUnavailable
             }
             ReferralError::Unavailable => ApiError::Overloaded,
+        }
+    }
+}
+
+impl From<ResetError> for ApiError {
+    fn from(e: ResetError) -> Self {
+        match e {
+            ResetError::Votes(e) => e.into(),
+            ResetError::ReferralCache(_) => ApiError::Overloaded,
         }
     }
 }

@@ -45,13 +45,6 @@ pub fn connection_banner() -> Markup {
 }
 
 pub fn results(view: &Results) -> Markup {
-    let total = view.counts.total();
-    // Hidden: the bars are drawn empty, so no count leaks through the markup.
-    let shown = if view.hidden {
-        Counts::default()
-    } else {
-        view.counts
-    };
     layout::page(
         view.page,
         &Chrome {
@@ -61,78 +54,107 @@ pub fn results(view: &Results) -> Markup {
         },
         html! {
             (connection_banner())
-            section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
-                h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
-                p class="degraded__stats" {
-                    strong id="failed-count" { "0" } " " span id="failed-unit" { "failed votes" } " in the last minute"
-                }
-                p id="degraded-detail" class="degraded__detail" {}
-            }
+            (degraded_sign())
             div class="board" {
-                section class="poll" aria-labelledby="question" {
-                    h1 id="question" class="poll__question" { (view.page.poll.question()) }
-                    section id="results-hidden" class="hidden-sign" hidden[!view.hidden] aria-labelledby="hidden-title" {
-                        h2 id="hidden-title" class="hidden-sign__tube" {
-                            span { "Results hidden" } " " span class="hidden-sign__dash" { "—" } " " span { "keep voting" }
-                        }
-                    }
-                    ol id="results" class="bars" hidden[view.hidden] {
-                        @for choice in view.page.poll.choices() {
-                            @let n = shown.get(choice);
-                            li class="bar" data-choice=(view.page.poll.key(choice)) data-count=(n) {
-                                span class="bar__label" { (view.page.poll.label(choice)) }
-                                span class="bar__track" aria-hidden="true" { span class="bar__fill" {} }
-                                span class="bar__value" {
-                                    span class="count" { (n) }
-                                    span class="visually-hidden" { " votes, " }
-                                    span class="pct" { (percent(n, shown.total())) "%" }
-                                }
-                            }
-                        }
-                    }
-                }
+                (poll(view))
                 aside class="scan" aria-label="Scan to vote" {
                     p class="scan__tag graffiti" aria-hidden="true" { "Vote now!" }
-                    figure class="qr-card" {
-                        (view.qr.svg(&view.vote_url, "QR code to vote"))
-                        figcaption {
-                            strong { "Scan to vote" }
-                            span class="qr-card__url" { (view.vote_url) }
-                        }
-                    }
-                    figure class="qr-card qr-card--partner" {
-                        (view.qr.svg(&view.referral_url, "QR code to vote with the partner referral"))
-                        figcaption {
-                            strong { "Partner link" }
-                            span class="qr-card__url" { (view.referral_url) }
-                        }
-                    }
+                    (qr_card(view, "qr-card", &view.vote_url, "QR code to vote", "Scan to vote"))
+                    (qr_card(view, "qr-card qr-card--partner", &view.referral_url,
+                        "QR code to vote with the partner referral", "Partner link"))
                 }
             }
-            dl class="meter" {
-                div class="meter__item meter__item--total" {
-                    dt { "Total votes" }
-                    dd id="total" { (total) }
-                }
-                div class="meter__item" {
-                    dt { "Screens watching" }
-                    dd id="watching" { (view.watching) }
-                }
-                div class="meter__item" {
-                    dt { "Version" }
-                    dd id="version" { (view.page.version) }
-                }
-                div class="meter__item meter__item--live" {
-                    dt { "Stream" }
-                    dd id="live" { "connecting" }
-                }
-                div class="meter__item" {
-                    dt { "Incident" }
-                    dd { a id="timeline-link" href=(view.page.link("/timeline")) { "Timeline" } }
-                }
-            }
+            (meter(view))
         },
     )
+}
+
+/// SERVICE DEGRADED, shown by `results.js` while votes fail.
+fn degraded_sign() -> Markup {
+    html! {
+        section id="degraded" class="degraded" role="alert" hidden aria-labelledby="degraded-title" {
+            h2 id="degraded-title" class="degraded__sign" { "Service degraded" }
+            p class="degraded__stats" {
+                strong id="failed-count" { "0" } " " span id="failed-unit" { "failed votes" } " in the last minute"
+            }
+            p id="degraded-detail" class="degraded__detail" {}
+        }
+    }
+}
+
+/// The question and its bars, or RESULTS HIDDEN.
+fn poll(view: &Results) -> Markup {
+    // Hidden: the bars are drawn empty, so no count leaks through the markup.
+    let shown = if view.hidden {
+        Counts::default()
+    } else {
+        view.counts
+    };
+    html! {
+        section class="poll" aria-labelledby="question" {
+            h1 id="question" class="poll__question" { (view.page.poll.question()) }
+            section id="results-hidden" class="hidden-sign" hidden[!view.hidden] aria-labelledby="hidden-title" {
+                h2 id="hidden-title" class="hidden-sign__tube" {
+                    span { "Results hidden" } " " span class="hidden-sign__dash" { "—" } " " span { "keep voting" }
+                }
+            }
+            ol id="results" class="bars" hidden[view.hidden] {
+                @for choice in view.page.poll.choices() {
+                    @let n = shown.get(choice);
+                    li class="bar" data-choice=(view.page.poll.key(choice)) data-count=(n) {
+                        span class="bar__label" { (view.page.poll.label(choice)) }
+                        span class="bar__track" aria-hidden="true" { span class="bar__fill" {} }
+                        span class="bar__value" {
+                            span class="count" { (n) }
+                            span class="visually-hidden" { " votes, " }
+                            span class="pct" { (percent(n, shown.total())) "%" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One QR code with its caption.
+fn qr_card(view: &Results, class: &str, url: &str, alt: &'static str, title: &str) -> Markup {
+    html! {
+        figure class=(class) {
+            (view.qr.svg(url, alt))
+            figcaption {
+                strong { (title) }
+                span class="qr-card__url" { (url) }
+            }
+        }
+    }
+}
+
+/// The total, the screens, the version, the stream and the timeline link.
+fn meter(view: &Results) -> Markup {
+    html! {
+        dl class="meter" {
+            div class="meter__item meter__item--total" {
+                dt { "Total votes" }
+                dd id="total" { (view.counts.total()) }
+            }
+            div class="meter__item" {
+                dt { "Screens watching" }
+                dd id="watching" { (view.watching) }
+            }
+            div class="meter__item" {
+                dt { "Version" }
+                dd id="version" { (view.page.version) }
+            }
+            div class="meter__item meter__item--live" {
+                dt { "Stream" }
+                dd id="live" { "connecting" }
+            }
+            div class="meter__item" {
+                dt { "Incident" }
+                dd { a id="timeline-link" href=(view.page.link("/timeline")) { "Timeline" } }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

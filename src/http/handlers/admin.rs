@@ -2,6 +2,7 @@
 //! clients (token in `Authorization: Bearer`), an HTML page for the admin
 //! page's form posted by a browser (token in the `token` field). Who may
 //! reset is decided by `guard::Credentials::authorize`, as for every admin action.
+//! `POST /admin/results?visible=no|yes`: hides or reveals the counts.
 //! `POST /admin/screen`: a screen ticket for the projector (the stream
 //! reserve), for the speaker whose browser cannot send the token on `GET /admin`.
 
@@ -11,13 +12,12 @@ use std::time::SystemTime;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::guard::Credentials;
-use crate::http::handlers::console::AdminForm;
 use crate::http::handlers::pages;
 use crate::views;
 
@@ -83,19 +83,11 @@ async fn run_reset(
     if query.confirm.as_deref() != Some("yes") {
         return Err(ApiError::ConfirmRequired);
     }
-    super::console::cutting_exports(state, state.actors.writer.reset()).await?;
-    super::console::after_reset(state).await;
-    let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
     let clear_cache = query.referral_cache.as_deref() == Some("yes")
         || form.and_then(|f| f.referral_cache.as_deref()) == Some("yes");
-    if clear_cache {
-        // Only this process's cache: with several replicas, restart the deployment.
-        let entries = state
-            .actors
-            .referral
-            .clear_cache()
-            .await
-            .map_err(|_| ApiError::Overloaded)?;
+    let done = state.actors.reset_session(&state.pool, clear_cache).await?;
+    let mut message = String::from("Session reset: all votes deleted, referral partners kept.");
+    if let Some(entries) = done.referral_entries {
         message.push_str(&format!(
             " Referral cache of this replica emptied ({entries} entries)."
         ));
@@ -158,4 +150,88 @@ pub async fn screen(
         }
         Err(e) => Err(e),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VisibilityQuery {
+    visible: Option<String>,
+    /// Branding of the admin page, so its outcome page keeps it.
+    conf: Option<String>,
+}
+
+/// What the admin page's forms post (a browser cannot set `Authorization`).
+#[derive(Debug, Default, Deserialize)]
+struct AdminForm {
+    token: Option<String>,
+}
+
+impl AdminForm {
+    /// The form of an admin page's `POST`.
+    async fn read(req: Request<Incoming>) -> Result<AdminForm, ApiError> {
+        let bytes = body::read(req).await?;
+        body::decode(Encoding::Form, &bytes)
+    }
+}
+
+impl Strings for AdminForm {
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        self.token.as_deref().into_iter()
+    }
+}
+
+/// `POST /admin/results?visible=no|yes`.
+pub async fn results_visibility(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query: VisibilityQuery = body::query(req.uri().query());
+    let credentials = Credentials::of(&req);
+    let from_page = pages::Answer::of(&req) == pages::Answer::Page;
+    if !from_page {
+        let (visible, message) = set_visibility(state, &credentials, None, &query).await?;
+        return Ok(body::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "success", "visible": visible, "message": message }),
+        ));
+    }
+    let result = match AdminForm::read(req).await {
+        Ok(form) => set_visibility(state, &credentials, form.token.as_deref(), &query).await,
+        Err(e) => Err(e),
+    };
+    let page = pages::page_with(state, None, query.conf.as_deref());
+    let (status, ok, message) = match result {
+        Ok((_, message)) => (StatusCode::OK, true, message.to_owned()),
+        Err(e) => (e.status(), false, e.to_string()),
+    };
+    let view = views::admin::Done {
+        page: &page,
+        ok,
+        title: if ok { "Done" } else { "Not changed" },
+        message,
+    };
+    Ok(body::html(status, views::admin::done(&view)))
+}
+
+/// Checks the token and the query, then flips the flag on every replica.
+async fn set_visibility(
+    state: &AppState,
+    credentials: &Credentials,
+    form_token: Option<&str>,
+    query: &VisibilityQuery,
+) -> Result<(bool, &'static str), ApiError> {
+    credentials.authorize(&state.config, form_token)?;
+    let hidden = match query.visible.as_deref() {
+        Some("yes") => false,
+        Some("no") => true,
+        _ => return Err(ApiError::Malformed("Add ?visible=yes or ?visible=no")),
+    };
+    state.actors.reveal.set(hidden).await.map_err(|e| {
+        warn!(error = %e, "cannot change the results visibility");
+        ApiError::DbUnavailable
+    })?;
+    Ok(if hidden {
+        (false, "Results hidden: the projector shows the total only.")
+    } else {
+        (true, "Results visible.")
+    })
 }

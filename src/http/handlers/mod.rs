@@ -2,7 +2,8 @@
 
 pub mod admin;
 pub mod assets;
-pub mod console;
+pub mod export;
 pub mod pages;
 pub mod probes;
+pub mod timeline;
 pub mod vote;

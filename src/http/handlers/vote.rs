@@ -1,4 +1,4 @@
-//! `POST /vote` and `GET /votes`. With `ONE_VOTE_PER_DEVICE=yes` a vote
+//! `POST /vote` and `GET /votes` (the counts, or only the total while hidden). With `ONE_VOTE_PER_DEVICE=yes` a vote
 //! carries its device (the signed `vote_device` cookie, or a new one set on
 //! the answer), and a later vote of the device changes its choice.
 
@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
 use crate::http::handlers::pages;
-use crate::poll::Choice;
+use crate::poll::{Choice, hidden_json};
 use crate::timeline::Outcome;
 
 /// Longest referral code accepted (partner codes are far shorter).
@@ -346,7 +346,12 @@ async fn replayed(
     }
 }
 
+/// `GET /votes`: every choice's count, or `{"hidden":true,"total":N}`
+/// while the speaker hides the results.
 pub fn votes(state: &Arc<AppState>) -> Response<Body> {
     let counts = state.view.current().counts;
+    if state.actors.reveal.hidden() {
+        return body::with_type(StatusCode::OK, "application/json", hidden_json(&counts));
+    }
     body::json(StatusCode::OK, &state.config.poll.show(&counts))
 }
