@@ -235,7 +235,7 @@ async fn operational(
     let (endpoint, resp) = match route {
         Some((endpoint, allowed)) if allowed.permits(req.method()) => {
             let resp = match endpoint {
-                Endpoint::Metrics => handlers::probes::metrics(state),
+                Endpoint::Metrics => handlers::metrics::metrics(state),
                 Endpoint::Health => handlers::probes::health(),
                 Endpoint::Ready => handlers::probes::ready(state).await,
                 _ => handlers::probes::ready_votes(state).await,
@@ -339,7 +339,7 @@ async fn dispatch(state: &Arc<AppState>, endpoint: Endpoint, req: Request<Incomi
             // votes_total{choice} would tell hidden results to anyone.
             let peer = req.extensions().get::<super::guard::Peer>().map(|p| p.0);
             if super::guard::is_local(peer, req.headers()) {
-                Ok(probes::metrics(state))
+                Ok(handlers::metrics::metrics(state))
             } else {
                 Err(ApiError::MetricsNotLocal)
             }

@@ -176,27 +176,6 @@ fn confirm_action(page: &Page) -> String {
     }
 }
 
-/// How a reset posted from the form ended.
-pub struct Outcome<'a> {
-    pub page: &'a Page,
-    pub ok: bool,
-    /// The API's message (success) or detail (failure).
-    pub message: String,
-}
-
-pub fn outcome(view: &Outcome) -> Markup {
-    done(&Done {
-        page: view.page,
-        ok: view.ok,
-        title: if view.ok {
-            "Session reset"
-        } else {
-            "Reset failed"
-        },
-        message: view.message.clone(),
-    })
-}
-
 /// How any admin action posted from a form ended.
 pub struct Done<'a> {
     pub page: &'a Page,

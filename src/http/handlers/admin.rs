@@ -69,7 +69,8 @@ pub async fn reset(
         Ok(form) => run_reset(state, &credentials, &query, Some(&form)).await,
         Err(e) => Err(e),
     };
-    Ok(pages::reset_outcome(state, query.conf.as_deref(), result))
+    let titles = ("Session reset", "Reset failed");
+    Ok(done_page(state, query.conf.as_deref(), result, titles))
 }
 
 /// Checks who asks and the confirmation, then resets; returns the message.
@@ -198,18 +199,35 @@ pub async fn results_visibility(
         Ok(form) => set_visibility(state, &credentials, form.token.as_deref(), &query).await,
         Err(e) => Err(e),
     };
-    let page = pages::page_with(state, None, query.conf.as_deref());
+    let result = result.map(|(_, message)| message.to_owned());
+    Ok(done_page(
+        state,
+        query.conf.as_deref(),
+        result,
+        ("Done", "Not changed"),
+    ))
+}
+
+/// The page answering an admin action posted from a form: its message, or
+/// the error's detail with the error's status. `titles`: (done, refused).
+fn done_page(
+    state: &AppState,
+    conf: Option<&str>,
+    result: Result<String, ApiError>,
+    titles: (&'static str, &'static str),
+) -> Response<Body> {
+    let page = pages::page_with(state, None, conf);
     let (status, ok, message) = match result {
-        Ok((_, message)) => (StatusCode::OK, true, message.to_owned()),
+        Ok(message) => (StatusCode::OK, true, message),
         Err(e) => (e.status(), false, e.to_string()),
     };
     let view = views::admin::Done {
         page: &page,
         ok,
-        title: if ok { "Done" } else { "Not changed" },
+        title: if ok { titles.0 } else { titles.1 },
         message,
     };
-    Ok(body::html(status, views::admin::done(&view)))
+    body::html(status, views::admin::done(&view))
 }
 
 /// Checks the token and the query, then flips the flag on every replica.

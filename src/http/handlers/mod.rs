@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod assets;
 pub mod export;
+pub mod metrics;
 pub mod pages;
 pub mod probes;
 pub mod timeline;

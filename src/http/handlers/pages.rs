@@ -204,25 +204,6 @@ pub fn vote_refused(
     )
 }
 
-/// The HTML answer to a reset posted from the admin form.
-pub fn reset_outcome(
-    state: &AppState,
-    conf: Option<&str>,
-    result: Result<String, ApiError>,
-) -> Response<Body> {
-    let page = page_with(state, None, conf);
-    let (status, ok, message) = match result {
-        Ok(message) => (StatusCode::OK, true, message),
-        Err(e) => (e.status(), false, e.to_string()),
-    };
-    let view = views::admin::Outcome {
-        page: &page,
-        ok,
-        message,
-    };
-    body::html(status, views::admin::outcome(&view))
-}
-
 /// Base URL for the QR codes: `PUBLIC_URL`, else the scheme and `Host` the
 /// request came with (checked, so a forged header cannot inject markup or
 /// point the code elsewhere than a plain host name).
