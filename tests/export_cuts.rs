@@ -51,13 +51,15 @@ async fn paused_download(app: &TestApp) -> Child {
     child
 }
 
-/// The pids of running exports whose COPY waits for its client.
+/// The pids of this app's running exports whose COPY waits for its client.
+/// Only this test's database: the file's tests run at once, each with its
+/// own, and another test's blocked export is not this one's.
 async fn blocked_exports(app: &TestApp) -> Vec<i32> {
     pg_connect(&app.stack.database_url)
         .await
         .query(
             "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
-             AND wait_event = 'ClientWrite'",
+             AND wait_event = 'ClientWrite' AND datname = current_database()",
             &[&EXPORT_APPLICATION],
         )
         .await
@@ -67,11 +69,13 @@ async fn blocked_exports(app: &TestApp) -> Vec<i32> {
         .collect()
 }
 
+/// This app's running exports (its database only, as above).
 async fn running_exports(app: &TestApp) -> i64 {
     pg_connect(&app.stack.database_url)
         .await
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND datname = current_database()",
             &[&EXPORT_APPLICATION],
         )
         .await
