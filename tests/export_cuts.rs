@@ -38,7 +38,11 @@ async fn app_with_many_votes() -> TestApp {
 /// reader that reads nothing more.
 async fn paused_download(app: &TestApp) -> Child {
     let child = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", &app.url("/admin/export.csv")])
+        // A slow reader from the start: had curl read most of the file before
+        // it stops, the rest could fit in the socket buffers, PostgreSQL
+        // would finish the COPY, and no cut could make the transfer incomplete.
+        .args(["-sS", "--limit-rate", "1M", "-o", "/dev/null"])
+        .arg(app.url("/admin/export.csv"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
