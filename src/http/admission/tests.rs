@@ -136,6 +136,22 @@ fn the_default_reserve_is_at_most_a_quarter_of_the_budget() {
     assert_eq!(stream_reserve(&config, budgets(100)), 5);
 }
 
+/// A general budget of three, all three admitted, in order.
+fn three_admitted() -> (Admission, Registry, Vec<Arc<Slot>>) {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 1,
+            others: 3,
+        },
+        2,
+    );
+    let mut registry = admission.registry();
+    let slots = (0..3)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    (admission, registry, slots)
+}
+
 fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
     match admission.admit(registry) {
         Admitted::Now(slot) => slot,
@@ -145,17 +161,7 @@ fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
 
 #[test]
 fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 1,
-            others: 3,
-        },
-        2,
-    );
-    let mut registry = admission.registry();
-    let slots: Vec<_> = (0..3)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
+    let (_admission, mut registry, slots) = three_admitted();
     let grace = millis(IDLE_GRACE);
     // The oldest is busy; the two others idle, the third for longest.
     let _busy = slots[0].busy();
@@ -172,17 +178,7 @@ fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
 
 #[test]
 fn within_the_grace_the_oldest_admitted_goes() {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 1,
-            others: 3,
-        },
-        2,
-    );
-    let mut registry = admission.registry();
-    let slots: Vec<_> = (0..3)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
+    let (admission, mut registry, slots) = three_admitted();
     let now = millis(IDLE_GRACE) - 1;
     assert_eq!(registry.evict_one(now), Some(slots[0].seq));
     // A connection that gave its slot to a stream is no candidate.

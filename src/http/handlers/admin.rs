@@ -29,22 +29,6 @@ struct ResetQuery {
     conf: Option<String>,
 }
 
-/// What the admin page's form posts (a browser cannot set `Authorization`).
-#[derive(Debug, Default, Deserialize)]
-struct ResetForm {
-    token: Option<String>,
-    referral_cache: Option<String>,
-}
-
-impl Strings for ResetForm {
-    fn strings(&self) -> impl Iterator<Item = &str> {
-        [self.token.as_ref(), self.referral_cache.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-    }
-}
-
 pub async fn reset(
     state: &Arc<AppState>,
     req: Request<Incoming>,
@@ -61,11 +45,7 @@ pub async fn reset(
         ));
     }
     // The admin page's form: the same checks, answered with a page.
-    let form = match body::read(req).await {
-        Ok(bytes) => body::decode::<ResetForm>(Encoding::Form, &bytes),
-        Err(e) => Err(e),
-    };
-    let result = match form {
+    let result = match AdminForm::read(req).await {
         Ok(form) => run_reset(state, &credentials, &query, Some(&form)).await,
         Err(e) => Err(e),
     };
@@ -78,7 +58,7 @@ async fn run_reset(
     state: &AppState,
     credentials: &Credentials,
     query: &ResetQuery,
-    form: Option<&ResetForm>,
+    form: Option<&AdminForm>,
 ) -> Result<String, ApiError> {
     credentials.authorize(&state.config, form.and_then(|f| f.token.as_deref()))?;
     if query.confirm.as_deref() != Some("yes") {
@@ -164,6 +144,8 @@ struct VisibilityQuery {
 #[derive(Debug, Default, Deserialize)]
 struct AdminForm {
     token: Option<String>,
+    /// The reset's "also empty the referral cache" box.
+    referral_cache: Option<String>,
 }
 
 impl AdminForm {
@@ -176,7 +158,10 @@ impl AdminForm {
 
 impl Strings for AdminForm {
     fn strings(&self) -> impl Iterator<Item = &str> {
-        self.token.as_deref().into_iter()
+        [self.token.as_ref(), self.referral_cache.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 }
 
