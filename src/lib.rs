@@ -232,7 +232,9 @@ fn admission(config: &Config) -> http::admission::Admission {
         open_files,
         "connection budgets"
     );
-    http::admission::Admission::new(budgets).with_stream_reserve(stream_reserve)
+    http::admission::Admission::new(budgets)
+        .with_stream_reserve(stream_reserve)
+        .with_lending(config.max_connections.is_none())
 }
 
 /// Serves the operational listeners until `shutdown`.

@@ -8,21 +8,35 @@
 //! backlog (docs/contract.md, eviction): the accept loop admits it at once
 //! and asks an old connection to give its slot up — the least recently used
 //! one idle for at least `IDLE_GRACE`, else the one admitted longest ago,
-//! which answers its current request with `Connection: close`. A connection
-//! that still has no slot after `ADMISSION_WAIT` is answered `503`. The
-//! accept loop alone owns the `Registry` of admitted connections; each
-//! connection shares only its `Slot` (atomics and one short lock) with it.
+//! which answers its current request with `Connection: close`. The slot
+//! it gives up goes to the connection that asked (its heir), not to the
+//! first in line: so a new phone waits for one request of the connection
+//! it displaced, never behind every connection a flood has waiting. A
+//! connection that still has no slot after `ADMISSION_WAIT` is answered
+//! `503`; one peer address holds at most half of the places for waiting
+//! connections (peers.rs). The accept loop alone owns the `Registry` of
+//! admitted connections; each connection shares only its `Slot` (atomics
+//! and one short lock) with it.
+//!
+//! Without `MAX_CONNECTIONS` the general budget also borrows: with its own
+//! slots taken, a connection may take a free slot of the stream budget
+//! while more than an eighth of that budget stays free. Files the screens
+//! do not use serve a crowd of keep-alive clients, so a load tester's two
+//! thousand connections are served, not rotated. The screens keep their
+//! claim: a screen refused while slots are lent stops the lending for
+//! `LEND_PAUSE` and asks the oldest borrower to give its slot up.
 //!
 //! The stream budget keeps a share for the projector (`STREAM_RESERVE`):
 //! only a screen with a signed screen ticket may take those slots, so a flood
 //! of anonymous streams never locks the speaker's screen out.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use budgets::{
     BASE_MEMORY_BYTES, Budgets, DEFAULT_MAX_CONNECTIONS, FD_HEADROOM, PENDING_CONNECTIONS,
@@ -30,6 +44,12 @@ pub use budgets::{
 };
 
 mod budgets;
+mod peers;
+mod slot;
+
+use peers::{PeerShare, PeerShares};
+pub use slot::{Busy, Slot};
+use slot::{GONE, Lease, millis};
 
 /// An idle keep-alive connection is closed to admit a new one only after it
 /// has been idle this long: a proxy whose upstream keep-alive timeout is
@@ -39,6 +59,9 @@ pub const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// How long a new connection waits for a slot given up by an old one
 /// before it is answered `503` + `Retry-After`.
 pub const ADMISSION_WAIT: Duration = Duration::from_millis(50);
+/// How long the general budget stops borrowing stream slots once a screen
+/// was refused: its retry (`Retry-After: 5`) finds the slot a borrower gave up.
+pub const LEND_PAUSE: Duration = Duration::from_secs(10);
 
 /// The two budgets of one server, and the connections waiting for the
 /// general one.
@@ -54,6 +77,16 @@ pub struct Admission {
     reserved: usize,
     pending: Arc<Semaphore>,
     pending_places: usize,
+    /// Who holds the pending places.
+    peers: PeerShares,
+    /// Whether general connections may borrow stream slots.
+    lending: bool,
+    /// Stream slots lent to general connections now.
+    lent: Arc<AtomicUsize>,
+    /// No lending before this (ms from `epoch`).
+    lend_paused_until: AtomicU64,
+    /// Borrowers to ask to leave at the next admission.
+    reclaims: AtomicUsize,
     /// Zero of every `Slot`'s clock.
     epoch: Instant,
 }
@@ -73,24 +106,33 @@ pub enum Admitted {
 pub struct Waiter {
     pub slot: Arc<Slot>,
     others: Arc<Semaphore>,
-    pending: OwnedSemaphorePermit,
+    /// The slot of the connection this one displaced, when it gives it up.
+    heir: oneshot::Receiver<Lease>,
+    pending: Pending,
 }
 
 impl Waiter {
     /// Waits up to `ADMISSION_WAIT` for a general slot. `Err` when none
     /// came: answer `503` while keeping the pending place.
     pub async fn wait(self) -> Result<Arc<Slot>, Pending> {
-        let permit = tokio::time::timeout(ADMISSION_WAIT, self.others.acquire_owned());
-        match permit.await {
-            Ok(Ok(permit)) => {
-                self.slot.fill(permit);
+        let (mut heir, others) = (self.heir, self.others);
+        // The displaced connection's slot, or any that comes free first. A
+        // slot sent after this returns drops with the receiver, back into
+        // the budget.
+        let lease = async {
+            tokio::select! {
+                Ok(lease) = &mut heir => Some(lease),
+                permit = others.acquire_owned() => permit.ok().map(Lease::own),
+            }
+        };
+        match tokio::time::timeout(ADMISSION_WAIT, lease).await {
+            Ok(Some(lease)) => {
+                self.slot.fill(lease);
                 Ok(self.slot)
             }
-            Ok(Err(_)) | Err(_) => {
+            Ok(None) | Err(_) => {
                 self.slot.leave();
-                Err(Pending {
-                    _permit: self.pending,
-                })
+                Err(self.pending)
             }
         }
     }
@@ -100,6 +142,7 @@ impl Waiter {
 #[derive(Debug)]
 pub struct Pending {
     _permit: OwnedSemaphorePermit,
+    _share: PeerShare,
 }
 
 impl Admission {
@@ -116,6 +159,11 @@ impl Admission {
             reserved: 0,
             pending: Arc::new(Semaphore::new(pending)),
             pending_places: pending,
+            peers: PeerShares::new(pending),
+            lending: false,
+            lent: Arc::default(),
+            lend_paused_until: AtomicU64::new(0),
+            reclaims: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -131,6 +179,12 @@ impl Admission {
         }
     }
 
+    /// Lets general connections borrow free stream slots (an unset
+    /// `MAX_CONNECTIONS`).
+    pub fn with_lending(self, lending: bool) -> Admission {
+        Admission { lending, ..self }
+    }
+
     /// Stream slots kept for screen tickets.
     pub fn stream_reserve(&self) -> usize {
         self.reserved
@@ -140,33 +194,71 @@ impl Admission {
     pub fn registry(&self) -> Registry {
         Registry {
             slots: VecDeque::new(),
-            seq: 0,
-            limit: 2 * (self.budgets.others + self.pending_places),
+            limit: 2 * (self.budgets.others + self.pending_places + self.lendable()),
         }
     }
 
-    /// Admits a new connection: a free slot, else a victim from `registry`
-    /// is asked to close and the connection waits for a slot. Never waits.
-    pub fn admit(&self, registry: &mut Registry) -> Admitted {
-        let slot = Arc::new(Slot::new(registry.next_seq(), self.epoch));
-        if let Ok(permit) = self.others.clone().try_acquire_owned() {
-            slot.fill(permit);
+    /// Admits a new connection from `peer`: a free slot, else a victim from
+    /// `registry` is asked to close and the connection waits for its slot.
+    /// Never waits.
+    pub fn admit(&self, registry: &mut Registry, peer: IpAddr) -> Admitted {
+        let slot = Arc::new(Slot::new(self.epoch));
+        for _ in 0..self.reclaims.swap(0, Ordering::AcqRel) {
+            registry.evict_borrower();
+        }
+        if let Some(lease) = self.general_lease() {
+            slot.fill(lease);
             registry.push(slot.clone());
             return Admitted::Now(slot);
         }
-        let Ok(pending) = self.pending.clone().try_acquire_owned() else {
+        let Some(share) = self.peers.take(peer) else {
             return Admitted::Refused;
         };
-        let evicted = registry.evict_one(self.now_ms()).is_some();
+        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+            return Admitted::Refused;
+        };
+        let (bequeath, heir) = oneshot::channel();
+        let evicted = registry
+            .evict_one(self.now_ms())
+            .is_some_and(|victim| victim.bequeath(bequeath));
         registry.push(slot.clone());
         Admitted::Waiting(
             Waiter {
                 slot,
                 others: self.others.clone(),
-                pending,
+                heir,
+                pending: Pending {
+                    _permit: permit,
+                    _share: share,
+                },
             },
             evicted,
         )
+    }
+
+    /// Stream slots the general budget may borrow at most.
+    fn lendable(&self) -> usize {
+        match self.lending {
+            true => self.budgets.streams - self.budgets.streams / 8,
+            false => 0,
+        }
+    }
+
+    /// A free general slot, or a stream slot lent while lending is on and
+    /// more than an eighth of the stream budget is free.
+    fn general_lease(&self) -> Option<Lease> {
+        if let Ok(permit) = self.others.clone().try_acquire_owned() {
+            return Some(Lease::own(permit));
+        }
+        let spare = self.budgets.streams / 8;
+        if !self.lending
+            || self.now_ms() < self.lend_paused_until.load(Ordering::Acquire)
+            || self.streams.available_permits() <= spare
+        {
+            return None;
+        }
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        Some(Lease::lent(permit, &self.lent))
     }
 
     /// Waits for a general slot without evicting anyone (tests, and
@@ -178,8 +270,8 @@ impl Admission {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let slot = Slot::new(0, self.epoch);
-        slot.fill(permit);
+        let slot = Slot::new(self.epoch);
+        slot.fill(Lease::own(permit));
         slot
     }
 
@@ -189,9 +281,19 @@ impl Admission {
     /// general slot.
     pub fn stream(&self, slot: Option<&Slot>, ticketed: bool) -> Option<StreamSlot> {
         let take = |budget: &Arc<Semaphore>| budget.clone().try_acquire_owned().ok();
+        // A connection on a lent stream slot keeps it as a screen.
+        let lent = slot.and_then(Slot::take_lent);
         let permit = match ticketed {
-            true => take(&self.reserve).or_else(|| take(&self.streams))?,
-            false => take(&self.streams)?,
+            true => take(&self.reserve).or(lent).or_else(|| take(&self.streams)),
+            false => lent.or_else(|| take(&self.streams)),
+        };
+        let Some(permit) = permit else {
+            if self.lent.load(Ordering::Acquire) > 0 {
+                let until = self.now_ms() + millis(LEND_PAUSE);
+                self.lend_paused_until.fetch_max(until, Ordering::AcqRel);
+                self.reclaims.fetch_add(1, Ordering::AcqRel);
+            }
+            return None;
         };
         if let Some(slot) = slot {
             slot.release();
@@ -206,150 +308,20 @@ impl Admission {
     }
 
     /// Connections held in the general and the stream budget (the reserve included).
+    /// Lent stream slots count as general ones.
     pub fn in_use(&self) -> Budgets {
+        let lent = self.lent.load(Ordering::Acquire);
         Budgets {
-            streams: self.budgets.streams
+            streams: (self.budgets.streams
                 - self.streams.available_permits()
-                - self.reserve.available_permits(),
-            others: self.budgets.others - self.others.available_permits(),
+                - self.reserve.available_permits())
+            .saturating_sub(lent),
+            others: self.budgets.others - self.others.available_permits() + lent,
         }
     }
 
     fn now_ms(&self) -> u64 {
         millis(self.epoch.elapsed())
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Where a connection stands in the general budget.
-const WAITING: u8 = 0;
-const ADMITTED: u8 = 1;
-/// It gave its general slot to a stream, or never got one, or ended.
-const GONE: u8 = 2;
-
-/// A connection's general slot and what eviction needs to know of it,
-/// shared by the accept loop, the connection's task and its requests (a
-/// request extension, so that a stream can give the slot back). The slot
-/// is released on drop.
-pub struct Slot {
-    /// Admission order: the smallest live one is the oldest.
-    seq: u64,
-    epoch: Instant,
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
-    state: AtomicU8,
-    in_flight: AtomicU32,
-    /// Milliseconds from `epoch` when the last request ended (or the
-    /// connection was admitted).
-    idle_since: AtomicU64,
-    evicted: AtomicBool,
-    evict: Notify,
-}
-
-impl Slot {
-    fn new(seq: u64, epoch: Instant) -> Slot {
-        Slot {
-            seq,
-            epoch,
-            permit: Mutex::new(None),
-            state: AtomicU8::new(WAITING),
-            in_flight: AtomicU32::new(0),
-            idle_since: AtomicU64::new(millis(epoch.elapsed())),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-        }
-    }
-
-    fn fill(&self, permit: OwnedSemaphorePermit) {
-        *self.lock() = Some(permit);
-        self.idle_since
-            .store(millis(self.epoch.elapsed()), Ordering::Relaxed);
-        self.state.store(ADMITTED, Ordering::Release);
-    }
-
-    fn release(&self) {
-        self.leave();
-        self.lock().take();
-    }
-
-    /// Not (or no longer) a connection of the general budget.
-    fn leave(&self) {
-        self.state.store(GONE, Ordering::Release);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
-        // Never held across an await; a poisoned lock still holds a permit.
-        self.permit.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Marks a request in progress until the returned guard drops.
-    pub fn busy(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Busy(self.clone())
-    }
-
-    /// Whether this connection was asked to give its slot up: its answers
-    /// carry `Connection: close`.
-    pub fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
-    }
-
-    /// Resolves once this connection is asked to give its slot up.
-    pub async fn evicted(&self) {
-        let notified = self.evict.notified();
-        if self.is_evicted() {
-            return;
-        }
-        notified.await;
-    }
-
-    /// How long the connection has had no request in progress; `None`
-    /// while one is.
-    pub fn idle_for(&self) -> Option<Duration> {
-        self.idle_at(millis(self.epoch.elapsed()))
-            .map(Duration::from_millis)
-    }
-
-    fn idle_at(&self, now_ms: u64) -> Option<u64> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(now_ms.saturating_sub(self.idle_since.load(Ordering::Acquire)))
-    }
-
-    fn candidate(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ADMITTED && !self.is_evicted()
-    }
-
-    fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.evict.notify_one();
-    }
-
-    /// Gives the slot back: the connection ended (the registry may still
-    /// hold this entry for a while).
-    pub fn end(&self) {
-        self.release();
-    }
-}
-
-/// A request in progress on a connection (see `Slot::busy`).
-pub struct Busy(Arc<Slot>);
-
-impl Busy {
-    pub fn slot(&self) -> &Slot {
-        &self.0
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let slot = &self.0;
-        slot.idle_since
-            .store(millis(slot.epoch.elapsed()), Ordering::Release);
-        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -359,17 +331,11 @@ impl Drop for Busy {
 /// plus the pending places.
 pub struct Registry {
     slots: VecDeque<Arc<Slot>>,
-    seq: u64,
     /// Entries kept before a full pass drops the gone ones.
     limit: usize,
 }
 
 impl Registry {
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
-
     fn push(&mut self, slot: Arc<Slot>) {
         while self
             .slots
@@ -391,9 +357,9 @@ impl Registry {
     }
 
     /// Asks one connection to give its slot up: the least recently used one
-    /// idle for `IDLE_GRACE`, else the one admitted longest ago. Returns its
-    /// admission order, or `None` when every admitted connection already was.
-    fn evict_one(&mut self, now_ms: u64) -> Option<u64> {
+    /// idle for `IDLE_GRACE`, else the one admitted longest ago. Returns it,
+    /// or `None` when every admitted connection already was.
+    fn evict_one(&mut self, now_ms: u64) -> Option<&Arc<Slot>> {
         let grace = millis(IDLE_GRACE);
         let mut lru: Option<(u64, &Arc<Slot>)> = None;
         let mut oldest: Option<&Arc<Slot>> = None;
@@ -408,7 +374,17 @@ impl Registry {
         }
         let victim = lru.map(|(_, s)| s).or(oldest)?;
         victim.evict();
-        Some(victim.seq)
+        Some(victim)
+    }
+
+    /// Asks the oldest connection on a lent stream slot to give it up.
+    fn evict_borrower(&mut self) -> Option<&Arc<Slot>> {
+        let victim = self
+            .slots
+            .iter()
+            .find(|s| s.candidate() && s.borrower.load(Ordering::Acquire))?;
+        victim.evict();
+        Some(victim)
     }
 }
 

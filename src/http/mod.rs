@@ -206,7 +206,7 @@ async fn accept_loop<H, F>(
             shutdown: shutdown.clone(),
             _alive: alive.clone(),
         };
-        match admission.admit(&mut registry) {
+        match admission.admit(&mut registry, peer.ip()) {
             Admitted::Now(slot) => {
                 tokio::spawn(conn.serve(slot, handler));
             }

@@ -1,6 +1,14 @@
 use super::*;
 use crate::config::{Config, DEFAULT_STREAM_RESERVE};
 
+use std::net::Ipv4Addr;
+
+use futures_util::FutureExt;
+
+/// Where the test connections come from; `OTHER` is another client.
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
 fn config(streams: Option<usize>, others: Option<usize>) -> Config {
     let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
     config.max_streams = streams;
@@ -153,10 +161,17 @@ fn three_admitted() -> (Admission, Registry, Vec<Arc<Slot>>) {
 }
 
 fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
-    match admission.admit(registry) {
+    match admission.admit(registry, PEER) {
         Admitted::Now(slot) => slot,
         _ => panic!("the budget has room"),
     }
+}
+
+/// Whether the next connection asked to leave is `slot`.
+fn evicts(registry: &mut Registry, now_ms: u64, slot: &Arc<Slot>) -> bool {
+    registry
+        .evict_one(now_ms)
+        .is_some_and(|victim| Arc::ptr_eq(victim, slot))
 }
 
 #[test]
@@ -168,11 +183,11 @@ fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
     slots[1].idle_since.store(500, Ordering::Release);
     slots[2].idle_since.store(100, Ordering::Release);
     let now = grace + 600;
-    assert_eq!(registry.evict_one(now), Some(slots[2].seq));
-    assert_eq!(registry.evict_one(now), Some(slots[1].seq));
+    assert!(evicts(&mut registry, now, &slots[2]));
+    assert!(evicts(&mut registry, now, &slots[1]));
     // No idle one left: the oldest, busy as it is.
-    assert_eq!(registry.evict_one(now), Some(slots[0].seq));
-    assert_eq!(registry.evict_one(now), None, "each is asked once");
+    assert!(evicts(&mut registry, now, &slots[0]));
+    assert!(registry.evict_one(now).is_none(), "each is asked once");
     assert!(slots.iter().all(|s| s.is_evicted()));
 }
 
@@ -180,10 +195,10 @@ fn an_idle_connection_past_the_grace_goes_first_least_recently_used() {
 fn within_the_grace_the_oldest_admitted_goes() {
     let (admission, mut registry, slots) = three_admitted();
     let now = millis(IDLE_GRACE) - 1;
-    assert_eq!(registry.evict_one(now), Some(slots[0].seq));
+    assert!(evicts(&mut registry, now, &slots[0]));
     // A connection that gave its slot to a stream is no candidate.
     assert!(admission.stream(Some(&slots[1]), false).is_some());
-    assert_eq!(registry.evict_one(now), Some(slots[2].seq));
+    assert!(evicts(&mut registry, now, &slots[2]));
 }
 
 #[tokio::test]
@@ -197,22 +212,169 @@ async fn a_full_budget_waits_for_a_slot_then_refuses() {
     );
     let mut registry = admission.registry();
     let first = admitted(&admission, &mut registry);
-    let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry) else {
+    let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry, PEER) else {
         panic!("the budget is full: wait");
     };
     assert!(evicted && first.is_evicted());
     assert!(
-        matches!(admission.admit(&mut registry), Admitted::Refused),
+        matches!(admission.admit(&mut registry, PEER), Admitted::Refused),
         "the one pending place is taken"
     );
     first.end();
     let second = waiter.wait().await.expect("the evicted slot");
     assert_eq!(admission.in_use().others, 1);
-    let Admitted::Waiting(waiter, _) = admission.admit(&mut registry) else {
+    let Admitted::Waiting(waiter, _) = admission.admit(&mut registry, PEER) else {
         panic!("the budget is full: wait");
     };
     assert!(second.is_evicted(), "the next oldest was asked");
     let started = tokio::time::Instant::now();
     assert!(waiter.wait().await.is_err(), "nobody gave a slot up");
     assert!(started.elapsed() >= ADMISSION_WAIT);
+}
+
+#[tokio::test]
+async fn a_displaced_slot_goes_to_the_connection_that_displaced_it() {
+    let (admission, mut registry, slots) = three_admitted();
+    let Admitted::Waiting(first, _) = admission.admit(&mut registry, PEER) else {
+        panic!("the budget is full: wait");
+    };
+    let Admitted::Waiting(second, _) = admission.admit(&mut registry, OTHER) else {
+        panic!("the budget is full: wait");
+    };
+    assert!(slots[0].is_evicted() && slots[1].is_evicted());
+    // The first is in line for the budget when the second one's victim
+    // leaves: the slot is the second's all the same.
+    let first = first.wait();
+    tokio::pin!(first);
+    assert!((&mut first).now_or_never().is_none(), "no slot yet");
+    slots[1].end();
+    let second = tokio::time::timeout(ADMISSION_WAIT / 2, second.wait())
+        .await
+        .expect("the heir does not wait for the budget")
+        .expect("a slot");
+    assert!(!second.is_evicted());
+    assert!(first.await.is_err(), "its victim is still there");
+    assert_eq!(admission.in_use().others, 3);
+}
+
+#[test]
+fn one_peer_holds_at_most_half_the_pending_places() {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 1,
+            others: 1,
+        },
+        4,
+    );
+    let mut registry = admission.registry();
+    let _first = admitted(&admission, &mut registry);
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let Admitted::Waiting(waiter, _) = admission.admit(&mut registry, PEER) else {
+            panic!("a pending place");
+        };
+        waiting.push(waiter);
+    }
+    assert!(
+        matches!(admission.admit(&mut registry, PEER), Admitted::Refused),
+        "the flood's share is taken"
+    );
+    assert!(
+        matches!(admission.admit(&mut registry, OTHER), Admitted::Waiting(..)),
+        "another client still finds a place"
+    );
+    drop(waiting.pop());
+    assert!(
+        matches!(admission.admit(&mut registry, PEER), Admitted::Waiting(..)),
+        "a place given back can be taken again"
+    );
+}
+
+/// One general slot and sixteen stream slots, lent while more than two
+/// (an eighth) stay free.
+fn lending() -> (Admission, Registry) {
+    let admission = Admission::with_pending(
+        Budgets {
+            streams: 16,
+            others: 1,
+        },
+        2,
+    )
+    .with_lending(true);
+    let registry = admission.registry();
+    (admission, registry)
+}
+
+#[test]
+fn without_max_connections_the_general_budget_borrows_free_stream_slots() {
+    let (admission, mut registry) = lending();
+    let admitted: Vec<_> = (0..15)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    assert!(admitted.iter().all(|s| !s.is_evicted()), "nobody rotated");
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 0,
+            others: 15
+        },
+        "lent slots count as general ones"
+    );
+    assert!(
+        matches!(admission.admit(&mut registry, PEER), Admitted::Waiting(..)),
+        "two stream slots stay free for screens"
+    );
+    assert!(admission.stream(None, false).is_some());
+    admitted.iter().for_each(|s| s.end());
+    assert_eq!(admission.in_use().others, 0, "lent slots come back");
+}
+
+#[test]
+fn a_borrower_turning_into_a_screen_keeps_its_slot() {
+    let (admission, mut registry) = lending();
+    let slots: Vec<_> = (0..15)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    let _screens = [
+        admission.stream(None, false).expect("a free stream slot"),
+        admission.stream(None, false).expect("a free stream slot"),
+    ];
+    // No stream slot is free, but the last one is its own.
+    let stream = admission.stream(Some(&slots[14]), false);
+    assert!(stream.is_some());
+    assert_eq!(
+        admission.in_use(),
+        Budgets {
+            streams: 3,
+            others: 14
+        }
+    );
+}
+
+#[test]
+fn a_screen_refused_while_slots_are_lent_takes_one_back() {
+    let (admission, mut registry) = lending();
+    let slots: Vec<_> = (0..15)
+        .map(|_| admitted(&admission, &mut registry))
+        .collect();
+    let _screens = [
+        admission.stream(None, false).expect("a free stream slot"),
+        admission.stream(None, false).expect("a free stream slot"),
+    ];
+    assert!(admission.stream(None, false).is_none(), "all are taken");
+    // The next connection asks the oldest borrower to leave for the
+    // screens, and lending stops: it waits, displacing the oldest of all
+    // for itself.
+    let Admitted::Waiting(waiter, _) = admission.admit(&mut registry, PEER) else {
+        panic!("no lending after a screen was refused");
+    };
+    assert!(slots[1].is_evicted(), "the oldest borrower");
+    assert!(slots[0].is_evicted(), "the newcomer's own victim");
+    assert!(slots[2..].iter().all(|s| !s.is_evicted()));
+    slots[1].end();
+    drop(waiter);
+    assert!(
+        admission.stream(None, false).is_some(),
+        "the screen's retry finds it"
+    );
 }
