@@ -127,7 +127,7 @@ metrics! {
     sse_frame_gap: Gauge = float_gauge("sse_frame_gap_seconds", "Gap between two frame passes to /stream clients: grows past 0.1 when screens need more writes than the budget allows");
     failure_reports_dropped: IntCounter = counter("failure_reports_dropped_total", "Failed-vote reports dropped because the broadcaster's queue was full");
     pubsub_rejected: IntCounterVec = counter_vec("pubsub_rejected_total", "Redis pub/sub messages ignored because they failed validation, by reason", &["reason"]);
-    connections_open: IntGaugeVec = gauge_vec("connections_open", "Open connections by budget (stream or other)", &["budget"]);
+    connections_open: IntGaugeVec = gauge_vec("connections_open", "Open connections by budget (stream or other; other includes stream slots it borrowed)", &["budget"]);
     connections_max: IntGaugeVec = gauge_vec("connections_max", "Connection budget sizes", &["budget"]);
     streams_refused: IntCounter = counter("streams_refused_total", "GET /stream answered 503 because the stream budget was full");
     connections_evicted: IntCounter = counter("connections_evicted_total", "Connections asked to close to admit a new one (the general budget was full)");

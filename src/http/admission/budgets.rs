@@ -7,11 +7,12 @@ use crate::config::{Config, DEFAULT_STREAM_RESERVE};
 /// Open files kept for everything that is not a client connection: the
 /// listener, PostgreSQL and Redis connections, the runtime, log files.
 pub const FD_HEADROOM: u64 = 256;
-/// General connections at most when `MAX_CONNECTIONS` is unset: plenty for
-/// votes and pages (oha's 256 connections, a crowd of phones between two
-/// votes), while the rest of the open files go to screens. With eviction a
-/// larger budget would only delay the churn a bigger flood causes, and
-/// 1,024 idle connections cost about 9 MiB (docs/contract.md, connection budgets).
+/// General connections when `MAX_CONNECTIONS` is unset: plenty for votes
+/// and pages (oha's 256 connections, a crowd of phones between two votes),
+/// while the rest of the open files go to screens. Beyond it the general
+/// budget borrows the stream slots no screen uses (admission.rs), so a
+/// bigger fixed share would only take files from the screens; 1,024 idle
+/// connections cost about 9 MiB (docs/contract.md, connection budgets).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Connections accepted beyond the general budget at once: waiting at most
 /// `ADMISSION_WAIT` for a slot, or being answered `503`. Their files are
