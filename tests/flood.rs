@@ -14,7 +14,7 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vote_api::http::HEADER_READ_TIMEOUT;
-use vote_api::http::admission::IDLE_GRACE;
+use vote_api::http::admission::{DEFAULT_MAX_CONNECTIONS, IDLE_GRACE};
 
 const VOTE: &str = r#"{"choice":"ai"}"#;
 
@@ -308,5 +308,41 @@ async fn with_no_slot_within_50_ms_a_new_client_gets_503_and_it_is_counted() {
     })
     .await;
     assert!(counted, "the refusal is an overloaded vote on the timeline");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_max_connections_a_crowd_beyond_the_budget_is_served_not_rotated() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    assert_eq!(config.max_connections, None, "the default budget");
+    config.max_streams = Some(64);
+    config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
+    let app = TestApp::start_on(&stack, config).await;
+    // More keep-alive clients than the general budget's own slots: the
+    // rest borrow free stream slots (56 of 64 may be lent).
+    let crowd = DEFAULT_MAX_CONNECTIONS + 32;
+    let mut clients = clients(app.addr, crowd).await;
+    for round in 0..2 {
+        for client in &mut clients {
+            let answer = client.get("/health").await;
+            assert_eq!(answer.status, 200, "round {round}: {answer:?}");
+            assert!(!answer.closes(), "round {round}: nobody is rotated");
+        }
+    }
+    let text = metrics(&app).await;
+    assert_eq!(series(&text, "connections_evicted_total"), 0.0);
+    assert!(series(&text, r#"connections_open{budget="other"}"#) >= crowd as f64);
+    // A screen still finds one of the slots kept free.
+    let mut screen = Client::connect(app.addr).await;
+    screen
+        .write("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, screen.0.read_exact(&mut head))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert_eq!(&head, b"HTTP/1.1 200");
     app.stop().await;
 }
