@@ -211,10 +211,12 @@ impl Admission {
             registry.push(slot.clone());
             return Admitted::Now(slot);
         }
-        let Some(share) = self.peers.take(peer) else {
+        // The semaphore first: under a flood most connections get no
+        // place, and it costs no lock to say so.
+        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
             return Admitted::Refused;
         };
-        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+        let Some(share) = self.peers.take(peer) else {
             return Admitted::Refused;
         };
         let (bequeath, heir) = oneshot::channel();
@@ -239,9 +241,14 @@ impl Admission {
     /// Stream slots the general budget may borrow at most.
     fn lendable(&self) -> usize {
         match self.lending {
-            true => self.budgets.streams - self.budgets.streams / 8,
+            true => self.budgets.streams - self.lend_spare(),
             false => 0,
         }
+    }
+
+    /// Stream slots never lent: screens arriving during a flood take them at once.
+    fn lend_spare(&self) -> usize {
+        self.budgets.streams / 8
     }
 
     /// A free general slot, or a stream slot lent while lending is on and
@@ -250,10 +257,9 @@ impl Admission {
         if let Ok(permit) = self.others.clone().try_acquire_owned() {
             return Some(Lease::own(permit));
         }
-        let spare = self.budgets.streams / 8;
         if !self.lending
             || self.now_ms() < self.lend_paused_until.load(Ordering::Acquire)
-            || self.streams.available_permits() <= spare
+            || self.streams.available_permits() <= self.lend_spare()
         {
             return None;
         }
@@ -378,13 +384,14 @@ impl Registry {
     }
 
     /// Asks the oldest connection on a lent stream slot to give it up.
-    fn evict_borrower(&mut self) -> Option<&Arc<Slot>> {
-        let victim = self
+    fn evict_borrower(&mut self) {
+        let borrower = self
             .slots
             .iter()
-            .find(|s| s.candidate() && s.borrower.load(Ordering::Acquire))?;
-        victim.evict();
-        Some(victim)
+            .find(|s| s.candidate() && s.borrower.load(Ordering::Acquire));
+        if let Some(victim) = borrower {
+            victim.evict();
+        }
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Slot {
     epoch: Instant,
     held: Mutex<Held>,
     pub(super) state: AtomicU8,
-    /// It holds a lent stream slot.
+    /// It holds a lent stream slot: the lease says so too, but the registry
+    /// scans every slot and reads this without taking each one's lock.
     pub(super) borrower: AtomicBool,
     in_flight: AtomicU32,
     /// Milliseconds from `epoch` when the last request ended (or the

@@ -144,20 +144,32 @@ fn the_default_reserve_is_at_most_a_quarter_of_the_budget() {
     assert_eq!(stream_reserve(&config, budgets(100)), 5);
 }
 
+/// An admission of `others` general and `streams` stream slots with
+/// `pending` waiting places, and its registry.
+fn admission(others: usize, streams: usize, pending: usize) -> (Admission, Registry) {
+    let admission = Admission::with_pending(Budgets { streams, others }, pending);
+    let registry = admission.registry();
+    (admission, registry)
+}
+
+/// `n` connections admitted, in order.
+fn admit_all(admission: &Admission, registry: &mut Registry, n: usize) -> Vec<Arc<Slot>> {
+    (0..n).map(|_| admitted(admission, registry)).collect()
+}
+
 /// A general budget of three, all three admitted, in order.
 fn three_admitted() -> (Admission, Registry, Vec<Arc<Slot>>) {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 1,
-            others: 3,
-        },
-        2,
-    );
-    let mut registry = admission.registry();
-    let slots = (0..3)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
+    let (admission, mut registry) = admission(3, 1, 2);
+    let slots = admit_all(&admission, &mut registry, 3);
     (admission, registry, slots)
+}
+
+/// A connection from `peer` that finds the budget full and waits.
+fn waiting(admission: &Admission, registry: &mut Registry, peer: IpAddr) -> Waiter {
+    match admission.admit(registry, peer) {
+        Admitted::Waiting(waiter, _) => waiter,
+        _ => panic!("the budget is full: wait"),
+    }
 }
 
 fn admitted(admission: &Admission, registry: &mut Registry) -> Arc<Slot> {
@@ -203,14 +215,7 @@ fn within_the_grace_the_oldest_admitted_goes() {
 
 #[tokio::test]
 async fn a_full_budget_waits_for_a_slot_then_refuses() {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 1,
-            others: 1,
-        },
-        1,
-    );
-    let mut registry = admission.registry();
+    let (admission, mut registry) = admission(1, 1, 1);
     let first = admitted(&admission, &mut registry);
     let Admitted::Waiting(waiter, evicted) = admission.admit(&mut registry, PEER) else {
         panic!("the budget is full: wait");
@@ -223,9 +228,7 @@ async fn a_full_budget_waits_for_a_slot_then_refuses() {
     first.end();
     let second = waiter.wait().await.expect("the evicted slot");
     assert_eq!(admission.in_use().others, 1);
-    let Admitted::Waiting(waiter, _) = admission.admit(&mut registry, PEER) else {
-        panic!("the budget is full: wait");
-    };
+    let waiter = waiting(&admission, &mut registry, PEER);
     assert!(second.is_evicted(), "the next oldest was asked");
     let started = tokio::time::Instant::now();
     assert!(waiter.wait().await.is_err(), "nobody gave a slot up");
@@ -235,12 +238,8 @@ async fn a_full_budget_waits_for_a_slot_then_refuses() {
 #[tokio::test]
 async fn a_displaced_slot_goes_to_the_connection_that_displaced_it() {
     let (admission, mut registry, slots) = three_admitted();
-    let Admitted::Waiting(first, _) = admission.admit(&mut registry, PEER) else {
-        panic!("the budget is full: wait");
-    };
-    let Admitted::Waiting(second, _) = admission.admit(&mut registry, OTHER) else {
-        panic!("the budget is full: wait");
-    };
+    let first = waiting(&admission, &mut registry, PEER);
+    let second = waiting(&admission, &mut registry, OTHER);
     assert!(slots[0].is_evicted() && slots[1].is_evicted());
     // The first is in line for the budget when the second one's victim
     // leaves: the slot is the second's all the same.
@@ -259,22 +258,11 @@ async fn a_displaced_slot_goes_to_the_connection_that_displaced_it() {
 
 #[test]
 fn one_peer_holds_at_most_half_the_pending_places() {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 1,
-            others: 1,
-        },
-        4,
-    );
-    let mut registry = admission.registry();
+    let (admission, mut registry) = admission(1, 1, 4);
     let _first = admitted(&admission, &mut registry);
-    let mut waiting = Vec::new();
-    for _ in 0..2 {
-        let Admitted::Waiting(waiter, _) = admission.admit(&mut registry, PEER) else {
-            panic!("a pending place");
-        };
-        waiting.push(waiter);
-    }
+    let mut waiting: Vec<_> = (0..2)
+        .map(|_| waiting(&admission, &mut registry, PEER))
+        .collect();
     assert!(
         matches!(admission.admit(&mut registry, PEER), Admitted::Refused),
         "the flood's share is taken"
@@ -291,26 +279,24 @@ fn one_peer_holds_at_most_half_the_pending_places() {
 }
 
 /// One general slot and sixteen stream slots, lent while more than two
-/// (an eighth) stay free.
-fn lending() -> (Admission, Registry) {
-    let admission = Admission::with_pending(
-        Budgets {
-            streams: 16,
-            others: 1,
-        },
-        2,
-    )
-    .with_lending(true);
-    let registry = admission.registry();
-    (admission, registry)
+/// (an eighth) stay free; fifteen connections admitted, fourteen of them
+/// on lent slots.
+fn lending() -> (Admission, Registry, Vec<Arc<Slot>>) {
+    let (admission, _) = admission(1, 16, 2);
+    let admission = admission.with_lending(true);
+    let mut registry = admission.registry();
+    let slots = admit_all(&admission, &mut registry, 15);
+    (admission, registry, slots)
+}
+
+/// The two stream slots lending leaves free, taken by screens.
+fn screens_fill(admission: &Admission) -> [StreamSlot; 2] {
+    [(); 2].map(|_| admission.stream(None, false).expect("a free stream slot"))
 }
 
 #[test]
 fn without_max_connections_the_general_budget_borrows_free_stream_slots() {
-    let (admission, mut registry) = lending();
-    let admitted: Vec<_> = (0..15)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
+    let (admission, mut registry, admitted) = lending();
     assert!(admitted.iter().all(|s| !s.is_evicted()), "nobody rotated");
     assert_eq!(
         admission.in_use(),
@@ -331,14 +317,8 @@ fn without_max_connections_the_general_budget_borrows_free_stream_slots() {
 
 #[test]
 fn a_borrower_turning_into_a_screen_keeps_its_slot() {
-    let (admission, mut registry) = lending();
-    let slots: Vec<_> = (0..15)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
-    let _screens = [
-        admission.stream(None, false).expect("a free stream slot"),
-        admission.stream(None, false).expect("a free stream slot"),
-    ];
+    let (admission, _registry, slots) = lending();
+    let _screens = screens_fill(&admission);
     // No stream slot is free, but the last one is its own.
     let stream = admission.stream(Some(&slots[14]), false);
     assert!(stream.is_some());
@@ -353,14 +333,8 @@ fn a_borrower_turning_into_a_screen_keeps_its_slot() {
 
 #[test]
 fn a_screen_refused_while_slots_are_lent_takes_one_back() {
-    let (admission, mut registry) = lending();
-    let slots: Vec<_> = (0..15)
-        .map(|_| admitted(&admission, &mut registry))
-        .collect();
-    let _screens = [
-        admission.stream(None, false).expect("a free stream slot"),
-        admission.stream(None, false).expect("a free stream slot"),
-    ];
+    let (admission, mut registry, slots) = lending();
+    let _screens = screens_fill(&admission);
     assert!(admission.stream(None, false).is_none(), "all are taken");
     // The next connection asks the oldest borrower to leave for the
     // screens, and lending stops: it waits, displacing the oldest of all
