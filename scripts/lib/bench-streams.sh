@@ -30,7 +30,12 @@ PROBES=(print stare revert restart)
 
 # start_clients HOLD PACE_MS ROUND: one background client per PER_CLIENT
 # screens, their PIDs in CLIENTS, outputs in $STACK/load-N.out. Each round
-# uses fresh source addresses: the last round's ports are in TIME_WAIT.
+# uses fresh source addresses: the last round's ports are in TIME_WAIT. So
+# does each run (SOURCE_NET, random per run): with the previous run's
+# ~18,000 ports still in TIME_WAIT on the same address, the clients' binds
+# spent tens of seconds of their own CPU while the server idled, and the
+# connect time measured the client.
+SOURCE_NET="$(( RANDOM % 250 + 1 ))"
 start_clients() {
   local hold="$1" pace="$2" round="$3" left="$STREAMS" i=0 n port="${4:-$APP_PORT}"
   rm -f "$STACK"/load-*.out "$STACK"/load-*.err
@@ -39,7 +44,7 @@ start_clients() {
   CLIENTS=()
   while [ "$left" -gt 0 ]; do
     n=$(( left < PER_CLIENT ? left : PER_CLIENT ))
-    "$LOAD" --addr "127.0.0.1:$port" --source "127.0.$((round + 1)).$((i + 2))" --streams "$n" \
+    "$LOAD" --addr "127.0.0.1:$port" --source "127.$SOURCE_NET.$((round + 1)).$((i + 2))" --streams "$n" \
       --hold "$hold" --pace-ms "$pace" --probe "${PROBES[$i]}" >"$STACK/load-$i.out" 2>"$STACK/load-$i.err" &
     CLIENTS+=("$!")
     left=$(( left - n )); i=$(( i + 1 ))
