@@ -9,10 +9,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Stack, TestApp, WAIT, eventually};
+use common::{Stack, TestApp, WAIT, eventually, pg_connect};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use vote_api::actors::writer::PEER_SHARE;
 use vote_api::http::HEADER_READ_TIMEOUT;
 use vote_api::http::admission::{DEFAULT_MAX_CONNECTIONS, IDLE_GRACE};
 
@@ -50,6 +51,28 @@ impl Client {
             .expect("connects in time")
             .expect("connect");
         Client(stream)
+    }
+
+    /// A client from `source`, another loopback address than the default.
+    async fn connect_from(addr: SocketAddr, source: [u8; 4]) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind a loopback source");
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connects in time")
+            .expect("connect");
+        Client(stream)
+    }
+
+    /// Sends a whole vote under idempotency key `key`; `answer` reads it.
+    async fn send_vote(&mut self, key: &str) {
+        let head = format!(
+            "POST /vote HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{VOTE}",
+            VOTE.len()
+        );
+        self.write(&head).await;
     }
 
     async fn write(&mut self, bytes: &str) {
@@ -344,5 +367,71 @@ async fn without_max_connections_a_crowd_beyond_the_budget_is_served_not_rotated
         .expect("answered in time")
         .expect("read");
     assert_eq!(&head, b"HTTP/1.1 200");
+    app.stop().await;
+}
+
+/// With one address's votes queued in the thousands, a vote from another
+/// address is committed in the next round, not behind them all: its batch
+/// holds at most `PEER_SHARE` of the flood's votes, and the rest come after.
+#[tokio::test]
+async fn a_new_address_votes_in_the_next_round_not_behind_a_flood() {
+    let stack = Stack::fresh().await;
+    let mut config = stack.config();
+    config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
+    let app = TestApp::start_on(&stack, config).await;
+    // Hold the writer in its first round: its INSERT waits for this lock.
+    let mut pg = pg_connect(&stack.database_url).await;
+    let lock = pg.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE votes IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let mut first = Client::connect(app.addr).await;
+    first.send_vote("first").await;
+    let observer = pg_connect(&stack.database_url).await;
+    let waiting = eventually(WAIT, || async {
+        let row = observer
+            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+            .await
+            .expect("locks");
+        row.get::<_, i64>(0) > 0
+    })
+    .await;
+    assert!(waiting, "the first round waits for the lock");
+    // Meanwhile a flood from 127.0.0.1, then one phone from 127.0.0.2.
+    let flood = PEER_SHARE + 8;
+    let mut voters = clients(app.addr, flood).await;
+    for (n, voter) in voters.iter_mut().enumerate() {
+        voter.send_vote(&format!("flood-{n:04}")).await;
+    }
+    let mut phone = Client::connect_from(app.addr, [127, 0, 0, 2]).await;
+    phone.send_vote("phone").await;
+    let queued = eventually(WAIT, || async {
+        let text = metrics(&app).await;
+        series(&text, r#"actor_queue_depth{actor="writer"}"#) >= (flood + 1) as f64
+    })
+    .await;
+    assert!(queued, "every vote waits in the writer's mailbox");
+    lock.commit().await.expect("unlock");
+    assert_eq!(phone.answer().await.status, 200);
+    for voter in &mut voters {
+        assert_eq!(voter.answer().await.status, 200);
+    }
+    first.answer().await;
+    let row = observer
+        .query_one(
+            "SELECT count(*) FILTER (WHERE f.batch_id = p.batch_id), \
+                    count(*) FILTER (WHERE f.batch_id > p.batch_id) \
+             FROM votes f, votes p \
+             WHERE f.idempotency_key LIKE 'flood-%' AND p.idempotency_key = 'phone'",
+            &[],
+        )
+        .await
+        .expect("batches");
+    let (beside, after): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        beside <= PEER_SHARE as i64,
+        "{beside} flood votes beside the phone's"
+    );
+    assert!(after >= 8, "{after} flood votes after the phone's");
     app.stop().await;
 }

@@ -5,8 +5,9 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 
-use super::{PendingVote, Recorded, WriteError};
+use super::{MAX_BATCH, PendingVote, Recorded, WriteError};
 use crate::db;
 use crate::poll::Poll;
 
@@ -92,7 +93,7 @@ pub(super) fn batch_rows<'a>(
     for pending in votes {
         let vote = &pending.vote;
         if let Some(device) = vote.device.as_deref() {
-            // One per device in a round (see `repeated_devices`).
+            // One per device in a round (see `next_round`).
             rows.devices.push(db::votes::DeviceVote {
                 device,
                 choice: poll.key(vote.choice),
@@ -128,18 +129,34 @@ pub(super) fn batch_rows<'a>(
     (rows, leaders)
 }
 
-/// Takes out of `votes` every vote of a device that already has one
-/// earlier in `votes`, in order: they go into the next round.
-pub(super) fn repeated_devices(votes: &mut Vec<PendingVote>) -> Vec<PendingVote> {
-    if votes.iter().all(|p| p.vote.device.is_none()) {
+/// Splits `votes` (in the order they came) into this round, left in
+/// `votes`, and the rest, returned in order for later rounds. A vote waits
+/// when its peer address already has `share` votes in this round, so a load
+/// tester's thousands of votes go in rounds and a phone's vote from
+/// elsewhere rides in the next one instead of behind them all; or when its
+/// device has an earlier vote in this round or waiting, so a device's
+/// votes are applied in the order it cast them; or when the round holds
+/// `MAX_BATCH` votes already.
+pub(super) fn next_round(votes: &mut Vec<PendingVote>, share: usize) -> Vec<PendingVote> {
+    if votes.len() <= share && votes.iter().all(|p| p.vote.device.is_none()) {
         return Vec::new();
     }
-    let mut seen = HashSet::new();
+    let mut per_peer: HashMap<Option<IpAddr>, usize> = HashMap::new();
+    let mut devices = HashSet::new();
     let (mut now, mut later) = (Vec::with_capacity(votes.len()), Vec::new());
     for pending in votes.drain(..) {
-        match pending.vote.device.as_deref() {
-            Some(device) if !seen.insert(device.to_owned()) => later.push(pending),
-            _ => now.push(pending),
+        let taken = per_peer.entry(pending.vote.peer).or_insert(0);
+        // A device's first vote claims it whether it goes now or later.
+        let device_free = pending
+            .vote
+            .device
+            .as_deref()
+            .is_none_or(|d| devices.insert(d.to_owned()));
+        if *taken < share && device_free && now.len() < MAX_BATCH {
+            *taken += 1;
+            now.push(pending);
+        } else {
+            later.push(pending);
         }
     }
     *votes = now;

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::batch::KeyOwners;
 use super::*;
@@ -15,7 +16,9 @@ fn pending(choice: Choice, key: Option<&str>) -> PendingVote {
             referral: None,
             key: key.map(str::to_owned),
             device: None,
+            peer: None,
         },
+        enqueued: Instant::now(),
         reply: oneshot::channel().0,
     }
 }
@@ -35,7 +38,7 @@ fn a_device_votes_once_per_round_in_the_order_it_came() {
         from_device(c("stare"), "d2"),
         from_device(c("revert"), "d1"),
     ];
-    let later = repeated_devices(&mut votes);
+    let later = next_round(&mut votes, PEER_SHARE);
     let keys = |votes: &[PendingVote]| -> Vec<(String, Option<String>)> {
         votes
             .iter()
@@ -61,6 +64,53 @@ fn a_device_votes_once_per_round_in_the_order_it_came() {
     let devices: Vec<_> = rows.devices.iter().map(|d| (d.device, d.choice)).collect();
     assert_eq!(devices, [("d1", "ai"), ("d2", "stare")], "sorted by device");
     assert_eq!(leaders, [true, true, true]);
+}
+
+fn from_peer(peer: [u8; 4], key: &str) -> PendingVote {
+    let mut vote = pending(c("ai"), Some(key));
+    vote.vote.peer = Some(IpAddr::from(peer));
+    vote
+}
+
+fn keys_of(votes: &[PendingVote]) -> Vec<&str> {
+    votes.iter().filter_map(|p| p.vote.key.as_deref()).collect()
+}
+
+#[test]
+fn one_address_has_its_share_of_a_round_and_another_rides_in_it() {
+    let mut votes = vec![
+        from_peer([10, 0, 0, 1], "a1"),
+        from_peer([10, 0, 0, 1], "a2"),
+        from_peer([10, 0, 0, 1], "a3"),
+        from_peer([10, 0, 0, 1], "a4"),
+        from_peer([10, 0, 0, 2], "b1"),
+        pending(c("ai"), Some("none")),
+    ];
+    let later = next_round(&mut votes, 2);
+    assert_eq!(keys_of(&votes), ["a1", "a2", "b1", "none"]);
+    assert_eq!(keys_of(&later), ["a3", "a4"], "in the order they came");
+}
+
+#[test]
+fn a_round_holds_at_most_one_batch() {
+    let mut votes: Vec<_> = (0..=MAX_BATCH)
+        .map(|n| from_peer((n as u32).to_be_bytes(), "k"))
+        .collect();
+    let later = next_round(&mut votes, PEER_SHARE);
+    assert_eq!((votes.len(), later.len()), (MAX_BATCH, 1));
+}
+
+#[test]
+fn a_device_behind_its_address_share_keeps_its_later_votes_behind_too() {
+    let mut first = from_peer([10, 0, 0, 1], "a2");
+    first.vote.device = Some("d1".to_owned());
+    // The same device's next vote from another network must not overtake it.
+    let mut second = from_peer([10, 0, 0, 2], "b1");
+    second.vote.device = Some("d1".to_owned());
+    let mut votes = vec![from_peer([10, 0, 0, 1], "a1"), first, second];
+    let later = next_round(&mut votes, 1);
+    assert_eq!(keys_of(&votes), ["a1"]);
+    assert_eq!(keys_of(&later), ["a2", "b1"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! carries its device (the signed `vote_device` cookie, or a new one set on
 //! the answer), and a later vote of the device changes its choice.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -16,6 +17,7 @@ use crate::db;
 use crate::http::AppState;
 use crate::http::body::{self, Body, Encoding, Strings};
 use crate::http::error::ApiError;
+use crate::http::guard;
 use crate::http::handlers::pages;
 use crate::poll::{Choice, hidden_json};
 use crate::timeline::Outcome;
@@ -183,6 +185,7 @@ async fn cast(state: &Arc<AppState>, req: Request<Incoming>, device: Option<Stri
     // A browser posting the plain form gets a page for an error, not JSON.
     let page = pages::Answer::of(&req) == pages::Answer::Page;
     let header_key = header_key(&req);
+    let peer = req.extensions().get::<guard::Peer>().map(|p| p.0.ip());
     let input = match read_input(encoding, req).await {
         Ok(input) => input,
         Err(e) if page => {
@@ -193,7 +196,7 @@ async fn cast(state: &Arc<AppState>, req: Request<Incoming>, device: Option<Stri
     };
     let key = header_key.map(|key| key.or_else(|| input.vote_id.clone()));
     let one_per_device = device.is_some();
-    let (choice, referral, recorded) = match record(state, &input, key, device).await {
+    let (choice, referral, recorded) = match record(state, &input, key, device, peer).await {
         Ok(accepted) => accepted,
         Err(e) if page => {
             // A key refused or used for another choice cannot vote again;
@@ -282,6 +285,7 @@ async fn record(
     input: &VoteInput,
     key: Result<Option<String>, ApiError>,
     device: Option<String>,
+    peer: Option<IpAddr>,
 ) -> Result<(Choice, Option<String>, Recorded), ApiError> {
     let key = key?;
     if key.as_deref().is_some_and(|k| !valid_key(k)) {
@@ -319,6 +323,7 @@ async fn record(
         referral: referral.clone(),
         key,
         device,
+        peer: peer.map(|p| p.to_canonical()),
     };
     let recorded = state.actors.writer.record(vote).await?;
     Ok((choice, referral, recorded))
