@@ -111,10 +111,16 @@ impl BroadcasterHandle {
     /// lagged. Votes come from the view rather than the last broadcast, so a
     /// client that connects right after its own vote already sees it.
     pub fn latest(&self) -> Bytes {
-        let hidden = *self.hidden.borrow();
-        let mut out = votes_frame(&self.poll, &self.view.current().counts, hidden).to_vec();
+        let mut out = self.votes_now().to_vec();
         out.extend_from_slice(&self.status.borrow());
         Bytes::from(out)
+    }
+
+    /// A votes frame with the counts as they are now: what a pass of the
+    /// fan-out writes when its frame waited (a grown frame gap).
+    pub fn votes_now(&self) -> Bytes {
+        let hidden = *self.hidden.borrow();
+        votes_frame(&self.poll, &self.view.current().counts, hidden)
     }
 
     /// Reports a vote answered with a 5xx, for the degraded sign.

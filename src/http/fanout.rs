@@ -26,7 +26,9 @@
 //! screens costs more than that allows at the broadcaster's pace, the gap
 //! between passes grows (newer frames replace the ones waiting), so the
 //! runtime keeps the rest for votes; the gap is logged and exported as
-//! `sse_frame_gap_seconds`.
+//! `sse_frame_gap_seconds`. A pass takes the counts as they are when it
+//! starts, not as the waiting frame had them: with a grown gap, the frame
+//! would add up to the broadcaster's interval to every vote's way to a screen.
 
 use std::io;
 use std::net::TcpStream as StdStream;

@@ -291,8 +291,11 @@ impl Writer {
     async fn pass(&mut self) {
         let started = Instant::now();
         let mut out = Vec::new();
-        for (_, frame) in self.waiting.drain(..) {
-            chunk(&mut out, &frame);
+        // A frame that waited for the budget is up to a broadcaster's
+        // interval old: the counts are taken again now, so a grown gap
+        // does not add the broadcaster's pace to every vote's way to a screen.
+        for (kind, frame) in std::mem::take(&mut self.waiting) {
+            chunk(&mut out, &self.refreshed(kind, frame));
         }
         let out = Bytes::from(out);
         self.catch_up = None;
@@ -322,6 +325,15 @@ impl Writer {
         cpu += thread_cpu().saturating_sub(since);
         self.last_pass = Instant::now();
         self.budget(started, cpu);
+    }
+
+    /// `frame` with the counts as they are now.
+    fn refreshed(&self, kind: Kind, frame: Bytes) -> Bytes {
+        match kind {
+            Kind::Votes => self.broadcaster.votes_now(),
+            Kind::Both => self.broadcaster.latest(),
+            Kind::Status | Kind::KeepAlive => frame,
+        }
     }
 
     /// The write budget: a pass that cost `cpu` allows the next one
@@ -453,5 +465,50 @@ impl Writer {
             }
         }
         self.free.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::live::Live;
+    use crate::poll::{Counts, CountsView, Snapshot};
+
+    #[tokio::test]
+    async fn a_pass_writes_the_counts_as_they_are_not_as_the_waiting_frame_had_them() {
+        let view = CountsView::new();
+        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let (_hidden_tx, hidden) = watch::channel(false);
+        let (handle, _task) = BroadcasterHandle::spawn(
+            view.clone(),
+            live,
+            hidden,
+            "test".into(),
+            metrics.clone(),
+            stop.clone(),
+        );
+        let writer = Writer::new(handle.clone(), metrics);
+        let waited = handle.votes_now();
+        let snapshot = Snapshot {
+            counts: Counts([7, 0, 0, 0, 0, 0, 0, 0]),
+            seq: 1,
+            local: 0,
+        };
+        assert!(view.offer(snapshot));
+        let frame = writer.refreshed(kind_of(&waited), waited.clone());
+        assert_ne!(frame, waited);
+        assert!(
+            std::str::from_utf8(&frame)
+                .expect("UTF-8")
+                .contains(r#""count":7"#),
+            "{frame:?}"
+        );
+        let status = Bytes::from_static(b"event: status\ndata: {}\n\n");
+        assert_eq!(writer.refreshed(kind_of(&status), status.clone()), status);
+        stop.cancel();
     }
 }
