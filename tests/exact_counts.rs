@@ -73,7 +73,7 @@ async fn rebuilds_read_around_one_commit_agree_in_every_order() {
     let live = Live::connect(&stack.redis_url, "test".into()).expect("valid URL");
     let writer = Writer {
         shard: 3,
-        first_batch: 1,
+        prune_from: 1,
     };
     commit(&pool, writer, 1, &["print", "ai"]).await;
     // Two reads of every shard around one commit, and that commit's copy.
@@ -123,11 +123,11 @@ async fn a_lone_copy_does_not_fill_a_redis_that_lost_the_others() {
     let live = Live::connect(&stack.redis_url, "test".into()).expect("valid URL");
     let a = Writer {
         shard: 0,
-        first_batch: 1,
+        prune_from: 1,
     };
     let b = Writer {
         shard: 1,
-        first_batch: 1_000,
+        prune_from: 1_000,
     };
     commit(&pool, a, 1, &["print"]).await;
     live.rebuild(&totals(&pool).await, 0)
@@ -228,7 +228,7 @@ async fn random_interleavings_of_batches_rebuilds_flushes_and_restarts_keep_redi
         .map(|(i, shard)| Replica {
             writer: Writer {
                 shard,
-                first_batch: 1 + 1_000_000 * i as i64,
+                prune_from: 1 + 1_000_000 * i as i64,
             },
             next_batch: 1 + 1_000_000 * i as i64,
             live: Live::connect(&redis.url(), format!("replica-{i}")).expect("valid URL"),

@@ -136,7 +136,7 @@ impl WriterHandle {
             metrics,
             at: db::votes::Writer {
                 shard: (first_batch % i64::from(totals::SHARDS)) as i32,
-                first_batch,
+                prune_from: first_batch,
             },
             next_batch_id: first_batch,
         };
@@ -288,7 +288,11 @@ impl PersistenceWriter {
         self.metrics.batch_size.observe(votes.len() as f64);
 
         match result {
-            Ok(settled) => self.answer(votes, &leaders, settled, batch_id).await,
+            Ok(settled) => {
+                // Its statement pruned every id of ours below it.
+                self.at.prune_from = batch_id;
+                self.answer(votes, &leaders, settled, batch_id).await
+            }
             Err(e) => {
                 error!(error = %e, votes = votes.len(), "batch not committed, answering 503");
                 self.metrics.write_failures.inc_by(votes.len() as u64);
