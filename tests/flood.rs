@@ -14,6 +14,7 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vote_api::actors::writer::PEER_SHARE;
+use vote_api::config::Config;
 use vote_api::http::HEADER_READ_TIMEOUT;
 use vote_api::http::admission::{DEFAULT_MAX_CONNECTIONS, IDLE_GRACE};
 
@@ -160,14 +161,19 @@ impl Client {
     }
 }
 
-/// An app whose general budget is `budget` connections, with `/metrics`
-/// on its own listener (the public port has no room to ask it).
-async fn app_with_budget(budget: usize) -> TestApp {
+/// An app with `/metrics` on its own listener (the public port may have
+/// no room to ask it), configured further by `configure`.
+async fn app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let stack = Stack::fresh().await;
     let mut config = stack.config();
-    config.max_connections = Some(budget);
     config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
+    configure(&mut config);
     TestApp::start_on(&stack, config).await
+}
+
+/// An app whose general budget is `budget` connections.
+async fn app_with_budget(budget: usize) -> TestApp {
+    app_with(|config| config.max_connections = Some(budget)).await
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -336,12 +342,11 @@ async fn with_no_slot_within_50_ms_a_new_client_gets_503_and_it_is_counted() {
 
 #[tokio::test]
 async fn without_max_connections_a_crowd_beyond_the_budget_is_served_not_rotated() {
-    let stack = Stack::fresh().await;
-    let mut config = stack.config();
-    assert_eq!(config.max_connections, None, "the default budget");
-    config.max_streams = Some(64);
-    config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
-    let app = TestApp::start_on(&stack, config).await;
+    let app = app_with(|config| {
+        assert_eq!(config.max_connections, None, "the default budget");
+        config.max_streams = Some(64);
+    })
+    .await;
     // More keep-alive clients than the general budget's own slots: the
     // rest borrow free stream slots (56 of 64 may be lent).
     let crowd = DEFAULT_MAX_CONNECTIONS + 32;
@@ -375,19 +380,16 @@ async fn without_max_connections_a_crowd_beyond_the_budget_is_served_not_rotated
 /// holds at most `PEER_SHARE` of the flood's votes, and the rest come after.
 #[tokio::test]
 async fn a_new_address_votes_in_the_next_round_not_behind_a_flood() {
-    let stack = Stack::fresh().await;
-    let mut config = stack.config();
-    config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
-    let app = TestApp::start_on(&stack, config).await;
+    let app = app_with(|_| {}).await;
     // Hold the writer in its first round: its INSERT waits for this lock.
-    let mut pg = pg_connect(&stack.database_url).await;
+    let mut pg = pg_connect(&app.stack.database_url).await;
     let lock = pg.transaction().await.expect("begin");
     lock.batch_execute("LOCK TABLE votes IN EXCLUSIVE MODE")
         .await
         .expect("lock");
     let mut first = Client::connect(app.addr).await;
     first.send_vote("first").await;
-    let observer = pg_connect(&stack.database_url).await;
+    let observer = pg_connect(&app.stack.database_url).await;
     let waiting = eventually(WAIT, || async {
         let row = observer
             .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])

@@ -338,33 +338,44 @@ async fn take(
     Ok(())
 }
 
+/// A broadcaster whose Redis is unreachable (nothing listens on port 1),
+/// so only the test's own changes reach it.
+#[cfg(test)]
+pub(crate) struct Offline {
+    pub handle: BroadcasterHandle,
+    pub view: CountsView,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+#[cfg(test)]
+pub(crate) fn spawn_offline() -> Offline {
+    let view = CountsView::new();
+    let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let (_hidden_tx, hidden) = watch::channel(false);
+    let (handle, task) = BroadcasterHandle::spawn(
+        view.clone(),
+        live,
+        hidden,
+        "test".into(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    Offline {
+        handle,
+        view,
+        metrics,
+        shutdown,
+        task,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A broadcaster whose Redis is unreachable (nothing listens on port 1),
-    /// so only this replica's changes reach it.
-    fn spawn_offline() -> (
-        BroadcasterHandle,
-        CountsView,
-        Arc<Metrics>,
-        CancellationToken,
-    ) {
-        let view = CountsView::new();
-        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
-        let metrics = Arc::new(Metrics::new());
-        let shutdown = CancellationToken::new();
-        let (_hidden_tx, hidden) = watch::channel(false);
-        let (handle, _task) = BroadcasterHandle::spawn(
-            view.clone(),
-            live,
-            hidden,
-            "test".into(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        (handle, view, metrics, shutdown)
-    }
 
     /// The next `votes` frame's `print` count, skipping status frames.
     async fn next_print_count(frames: &mut broadcast::Receiver<Bytes>) -> u64 {
@@ -380,7 +391,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_becomes_one_frame_with_the_newest_counts_after_frame_interval() {
-        let (handle, view, metrics, shutdown) = spawn_offline();
+        let Offline {
+            handle,
+            view,
+            metrics,
+            shutdown,
+            ..
+        } = spawn_offline();
         let (_, mut frames) = handle.subscribe();
         let snap = |n| Snapshot {
             counts: Counts([n, 0, 0, 0, 0, 0, 0, 0]),
@@ -410,7 +427,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failure_reports_beyond_the_queue_are_dropped_and_counted() {
-        let (handle, _view, metrics, shutdown) = spawn_offline();
+        let Offline {
+            handle,
+            metrics,
+            shutdown,
+            ..
+        } = spawn_offline();
         // The actor cannot run in between: the test holds the only thread.
         for _ in 0..FAILURE_QUEUE + 3 {
             handle.report_failure("PostgreSQL not available".into());

@@ -5,12 +5,11 @@
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
+use crate::actors::broadcaster::{Offline, spawn_offline};
 use crate::http::admission::{Admission, Budgets};
-use crate::live::Live;
 use crate::poll::{Counts, CountsView, Snapshot};
 
 struct Setup {
@@ -25,19 +24,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let view = CountsView::new();
-    let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
-    let metrics = Arc::new(Metrics::new());
-    let stop_broadcaster = CancellationToken::new();
-    let (_hidden_tx, hidden) = watch::channel(false);
-    let (handle, broadcaster) = BroadcasterHandle::spawn(
-        view.clone(),
-        live,
-        hidden,
-        "test".into(),
-        metrics.clone(),
-        stop_broadcaster.clone(),
-    );
+    let Offline {
+        handle,
+        view,
+        metrics,
+        shutdown: stop_broadcaster,
+        task: broadcaster,
+    } = spawn_offline();
     let shutdown = CancellationToken::new();
     let (fanout, loops) = Fanout::spawn(&handle, metrics.clone(), shutdown.clone());
     let admission = Admission::new(Budgets {

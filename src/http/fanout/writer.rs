@@ -470,27 +470,19 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::watch;
-
     use super::*;
-    use crate::live::Live;
-    use crate::poll::{Counts, CountsView, Snapshot};
+    use crate::actors::broadcaster::{Offline, spawn_offline};
+    use crate::poll::{Counts, Snapshot};
 
     #[tokio::test]
     async fn a_pass_writes_the_counts_as_they_are_not_as_the_waiting_frame_had_them() {
-        let view = CountsView::new();
-        let live = Live::connect("redis://127.0.0.1:1/0", "test".into()).expect("valid URL");
-        let metrics = Arc::new(Metrics::new());
-        let stop = CancellationToken::new();
-        let (_hidden_tx, hidden) = watch::channel(false);
-        let (handle, _task) = BroadcasterHandle::spawn(
-            view.clone(),
-            live,
-            hidden,
-            "test".into(),
-            metrics.clone(),
-            stop.clone(),
-        );
+        let Offline {
+            handle,
+            view,
+            metrics,
+            shutdown,
+            ..
+        } = spawn_offline();
         let writer = Writer::new(handle.clone(), metrics);
         let waited = handle.votes_now();
         let snapshot = Snapshot {
@@ -509,6 +501,6 @@ mod tests {
         );
         let status = Bytes::from_static(b"event: status\ndata: {}\n\n");
         assert_eq!(writer.refreshed(kind_of(&status), status.clone()), status);
-        stop.cancel();
+        shutdown.cancel();
     }
 }
