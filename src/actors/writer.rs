@@ -101,14 +101,8 @@ pub struct NewVote {
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum WriterMsg {
-    Vote {
-        vote: NewVote,
-        enqueued: Instant,
-        reply: Reply<Recorded>,
-    },
-    Reset {
-        reply: Reply<()>,
-    },
+    Vote(PendingVote),
+    Reset { reply: Reply<()> },
 }
 
 /// Cloneable handle to the PersistenceWriter.
@@ -146,10 +140,12 @@ impl WriterHandle {
     /// Stores one vote; returns once the writer knows it is committed.
     pub async fn record(&self, vote: NewVote) -> Result<Recorded, WriteError> {
         let enqueued = Instant::now();
-        let msg = |reply| WriterMsg::Vote {
-            vote,
-            enqueued,
-            reply,
+        let msg = |reply| {
+            WriterMsg::Vote(PendingVote {
+                vote,
+                enqueued,
+                reply,
+            })
         };
         self.ask(VOTE_REPLY_TIMEOUT, msg).await
     }
@@ -261,12 +257,15 @@ impl PersistenceWriter {
     /// its caller could give up before the round is settled is answered
     /// 503 unstored.
     fn round(&self, queued: &mut Vec<PendingVote>) -> Vec<PendingVote> {
-        queued.retain(|pending| !pending.reply.is_closed());
         let now = Instant::now();
-        let late = queued.extract_if(.., |p| now.duration_since(p.enqueued) > QUEUE_WAIT);
-        for pending in late {
-            self.metrics.write_failures.inc();
-            let _ = pending.reply.send(Err(WriteError::Unavailable));
+        let gone_or_late = |p: &mut PendingVote| {
+            p.reply.is_closed() || now.duration_since(p.enqueued) > QUEUE_WAIT
+        };
+        for pending in queued.extract_if(.., gone_or_late) {
+            if !pending.reply.is_closed() {
+                self.metrics.write_failures.inc();
+                let _ = pending.reply.send(Err(WriteError::Unavailable));
+            }
         }
         next_round(queued, PEER_SHARE)
     }
@@ -439,18 +438,13 @@ impl PersistenceWriter {
 
 /// Moves the votes at the front of `mail` to `queued`, up to a reset.
 fn take_votes(mail: &mut VecDeque<WriterMsg>, queued: &mut Vec<PendingVote>) {
-    while let Some(WriterMsg::Vote { .. }) = mail.front() {
-        if let Some(WriterMsg::Vote {
-            vote,
-            enqueued,
-            reply,
-        }) = mail.pop_front()
-        {
-            queued.push(PendingVote {
-                vote,
-                enqueued,
-                reply,
-            });
+    while let Some(msg) = mail.pop_front() {
+        match msg {
+            WriterMsg::Vote(pending) => queued.push(pending),
+            reset @ WriterMsg::Reset { .. } => {
+                mail.push_front(reset);
+                break;
+            }
         }
     }
 }
