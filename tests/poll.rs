@@ -303,6 +303,32 @@ async fn votes_for_keys_no_longer_in_the_poll_stay_stored_and_are_not_shown() {
 }
 
 #[tokio::test]
+async fn postgresql_stores_only_choices_of_the_key_form() {
+    let stack = Stack::fresh().await;
+    let app = TestApp::start_on(&stack, stack.config()).await;
+    let db = pg_connect(&stack.database_url).await;
+    let insert = |choice: String| {
+        let db = &db;
+        async move {
+            db.execute("INSERT INTO votes (choice) VALUES ($1)", &[&choice])
+                .await
+                .map_err(|e| e.code().cloned())
+        }
+    };
+    for choice in ["a", "tabs", "a-b-9", "-", &"z".repeat(32)] {
+        assert_eq!(insert(choice.to_string()).await, Ok(1), "{choice:?}");
+    }
+    for choice in ["", "A", "ab c", "a_b", "a\nb", "é", "aé", &"z".repeat(33)] {
+        assert_eq!(
+            insert(choice.to_string()).await,
+            Err(Some(tokio_postgres::error::SqlState::CHECK_VIOLATION)),
+            "{choice:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn without_a_poll_file_the_seed_poll_is_served_unchanged() {
     let app = TestApp::start().await;
     let votes = app.get("/votes").await.text();

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_devices",
         include_str!("../../db/migrations/0007_devices.sql"),
     ),
+    (
+        "0008_choice_form",
+        include_str!("../../db/migrations/0008_choice_form.sql"),
+    ),
 ];
 
 /// The app's schema first (0005 moves every table there; the chart's init
