@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vote_api::actors::writer::PEER_SHARE;
 use vote_api::config::Config;
-use vote_api::http::HEADER_READ_TIMEOUT;
 use vote_api::http::admission::{DEFAULT_MAX_CONNECTIONS, IDLE_GRACE};
+use vote_api::http::{HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 
 const VOTE: &str = r#"{"choice":"ai"}"#;
 
@@ -436,4 +436,19 @@ async fn a_new_address_votes_in_the_next_round_not_behind_a_flood() {
     );
     assert!(after >= 8, "{after} flood votes after the phone's");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let app = TestApp::start().await;
+    let mut idle = Client::connect(app.addr).await;
+    assert_eq!(idle.get("/health").await.status, 200);
+    let stopping = tokio::spawn(app.stop());
+    // Not left open until the drain gives up on it (`SHUTDOWN_GRACE`).
+    let closed = tokio::time::timeout(SHUTDOWN_GRACE / 2, idle.0.read(&mut [0u8; 64])).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "closed before the grace ran out: {closed:?}"
+    );
+    stopping.await.expect("stops");
 }

@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::http::attention;
+
 pub use budgets::{
     BASE_MEMORY_BYTES, Budgets, DEFAULT_MAX_CONNECTIONS, FD_HEADROOM, PENDING_CONNECTIONS,
     STREAM_MEMORY_BYTES, memory_limit, raise_open_file_limit, stream_reserve,
@@ -384,6 +386,14 @@ impl Registry {
     }
 
     /// Asks the oldest connection on a lent stream slot to give it up.
+    /// Tells every connection still in the budget (serving, or waiting
+    /// for a slot) that the server is shutting down.
+    pub fn shut_all(&self) {
+        for slot in &self.slots {
+            slot.attention().raise(attention::SHUTDOWN);
+        }
+    }
+
     fn evict_borrower(&mut self) {
         let borrower = self
             .slots

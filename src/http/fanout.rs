@@ -33,20 +33,21 @@
 use std::io;
 use std::net::TcpStream as StdStream;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::admission::StreamSlot;
 use crate::actors::broadcaster::{BroadcasterHandle, FRAME_INTERVAL};
+use crate::http::attention::{self, Attention};
 use crate::metrics::Metrics;
 use writer::Writer;
 
@@ -99,25 +100,22 @@ impl Drop for Ticket {
     }
 }
 
-const IDLE: u8 = 0;
-const ARMED: u8 = 1;
-const FLUSHED: u8 = 2;
-
 /// One connection's way out of hyper, shared by its task, its socket
 /// (`Tap`) and its requests (an extension): `/stream` arms it with the
-/// screen's ticket; the flush after the head fires it.
+/// screen's ticket; the flush after the head raises `FLUSHED` on the
+/// connection's attention.
 pub struct Handover {
-    state: AtomicU8,
+    armed: AtomicBool,
     ticket: Mutex<Option<Ticket>>,
-    flushed: Notify,
+    attention: Arc<Attention>,
 }
 
 impl Handover {
-    pub fn new() -> Arc<Handover> {
+    pub fn new(attention: Arc<Attention>) -> Arc<Handover> {
         Arc::new(Handover {
-            state: AtomicU8::new(IDLE),
+            armed: AtomicBool::new(false),
             ticket: Mutex::new(None),
-            flushed: Notify::new(),
+            attention,
         })
     }
 
@@ -126,18 +124,7 @@ impl Handover {
     pub fn arm(&self, ticket: Ticket) {
         // Never held across an await; a poisoned lock still holds the ticket.
         *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
-        self.state.store(ARMED, Ordering::Release);
-    }
-
-    /// Resolves once a stream's head has left hyper's buffer.
-    pub async fn flushed(&self) {
-        loop {
-            let notified = self.flushed.notified();
-            if self.state.load(Ordering::Acquire) == FLUSHED {
-                return;
-            }
-            notified.await;
-        }
+        self.armed.store(true, Ordering::Release);
     }
 
     pub fn take(&self) -> Option<Ticket> {
@@ -145,12 +132,8 @@ impl Handover {
     }
 
     fn on_flush(&self) {
-        if self
-            .state
-            .compare_exchange(ARMED, FLUSHED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.flushed.notify_one();
+        if self.armed.swap(false, Ordering::AcqRel) {
+            self.attention.raise(attention::FLUSHED);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `SHUTDOWN_GRACE`.
 
 pub mod admission;
+pub mod attention;
 pub mod body;
 pub mod error;
 pub mod fanout;
@@ -33,6 +34,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::poll::CountsView;
 use admission::{Admission, Admitted, IDLE_GRACE, Pending, Slot};
+use attention::{EVICTED, FLUSHED, SHUTDOWN, Watched};
 use fanout::{Fanout, Handover, Tap};
 
 /// A client must finish sending its headers within this time.
@@ -195,7 +197,10 @@ async fn accept_loop<H, F>(
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                registry.shut_all();
+                break;
+            }
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
@@ -203,7 +208,6 @@ async fn accept_loop<H, F>(
             peer,
             state: state.clone(),
             fanout: fanout.clone(),
-            shutdown: shutdown.clone(),
             _alive: alive.clone(),
         };
         match admission.admit(&mut registry, peer.ip()) {
@@ -238,7 +242,6 @@ struct Connection {
     peer: SocketAddr,
     state: Arc<AppState>,
     fanout: Option<Fanout>,
-    shutdown: CancellationToken,
     _alive: mpsc::Sender<()>,
 }
 
@@ -263,7 +266,8 @@ impl Connection {
     {
         let _ends = Ends(slot.clone());
         let (peer, state, own) = (self.peer, self.state, slot.clone());
-        let handover = Handover::new();
+        let attention = slot.attention().clone();
+        let handover = Handover::new(attention.clone());
         let tap = Tap::new(self.stream, handover.clone());
         let ticket_out = handover.clone();
         // The service lives as long as the connection, and the slot with it;
@@ -297,30 +301,32 @@ impl Connection {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(tap), service);
-        // Every wake of this task polls the shutdown signal. The server's
-        // token is one lock and one waiter list for all connections; its
-        // child is this connection's own, so busy connections never contend.
-        let shutdown = self.shutdown.child_token();
-        tokio::select! {
-            ended = &mut conn => return log_end(ended),
-            _ = handover.flushed() => return hand_over(conn, &handover, self.fanout).await,
-            _ = slot.evicted() => {}
-            _ = shutdown.cancelled() => {}
+        match attention
+            .watch(&mut conn, EVICTED | FLUSHED | SHUTDOWN)
+            .await
+        {
+            Watched::Ended(ended) => return log_end(ended),
+            Watched::Raised(raised) if raised & FLUSHED != 0 => {
+                return hand_over(conn, &handover, self.fanout).await;
+            }
+            Watched::Raised(_) => {}
         }
         // Asked to give the slot up (or shutting down): the next answer says
         // `Connection: close`; an idle connection closes once idle for
         // `IDLE_GRACE`, never while a proxy may still send into it.
-        while !shutdown.is_cancelled() {
+        while !attention.is_raised(SHUTDOWN) {
             let wait = match slot.idle_for() {
                 Some(idle) if idle >= IDLE_GRACE => break,
                 Some(idle) => IDLE_GRACE - idle,
                 None => IDLE_GRACE,
             };
-            tokio::select! {
-                ended = &mut conn => return log_end(ended),
-                _ = handover.flushed() => return hand_over(conn, &handover, self.fanout).await,
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => {}
+            let watched = attention.watch(&mut conn, FLUSHED | SHUTDOWN);
+            match tokio::time::timeout(wait, watched).await {
+                Ok(Watched::Ended(ended)) => return log_end(ended),
+                Ok(Watched::Raised(raised)) if raised & FLUSHED != 0 => {
+                    return hand_over(conn, &handover, self.fanout).await;
+                }
+                Ok(Watched::Raised(_)) | Err(_) => {}
             }
         }
         std::pin::Pin::new(&mut conn).graceful_shutdown();

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::http::attention::{self, Attention};
 
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -32,8 +34,8 @@ pub struct Slot {
     /// Milliseconds from `epoch` when the last request ended (or the
     /// connection was admitted).
     pub(super) idle_since: AtomicU64,
-    evicted: AtomicBool,
-    evict: Notify,
+    /// Eviction and shutdown are raised here for the connection's task.
+    attention: Arc<Attention>,
 }
 
 impl Slot {
@@ -45,8 +47,7 @@ impl Slot {
             borrower: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(millis(epoch.elapsed())),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
+            attention: Arc::default(),
         }
     }
 
@@ -108,16 +109,12 @@ impl Slot {
     /// Whether this connection was asked to give its slot up: its answers
     /// carry `Connection: close`.
     pub fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
+        self.attention.is_raised(attention::EVICTED)
     }
 
-    /// Resolves once this connection is asked to give its slot up.
-    pub async fn evicted(&self) {
-        let notified = self.evict.notified();
-        if self.is_evicted() {
-            return;
-        }
-        notified.await;
+    /// What the connection's task watches while it serves.
+    pub fn attention(&self) -> &Arc<Attention> {
+        &self.attention
     }
 
     /// How long the connection has had no request in progress; `None`
@@ -139,8 +136,7 @@ impl Slot {
     }
 
     pub(super) fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.evict.notify_one();
+        self.attention.raise(attention::EVICTED);
     }
 
     /// Gives the slot back: the connection ended (the registry may still
