@@ -132,7 +132,8 @@ impl Handover {
     }
 
     fn on_flush(&self) {
-        if self.armed.swap(false, Ordering::AcqRel) {
+        // Every answer's flush passes here: a load, not a write, unless armed.
+        if self.armed.load(Ordering::Acquire) && self.armed.swap(false, Ordering::AcqRel) {
             self.attention.raise(attention::FLUSHED);
         }
     }
