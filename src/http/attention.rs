@@ -65,6 +65,15 @@ pub struct Watch<'a, F> {
     flags: u8,
 }
 
+impl<F> Drop for Watch<'_, F> {
+    fn drop(&mut self) {
+        // A registered waker keeps its task's memory allocated, and the
+        // admission registry keeps a connection's attention (in its slot)
+        // for a while after the connection ended: let go of it now.
+        drop(self.attention.waker.take());
+    }
+}
+
 impl<F: Future + Unpin> Future for Watch<'_, F> {
     type Output = Watched<F::Output>;
 
@@ -103,6 +112,24 @@ mod tests {
         assert!(!watching.is_finished(), "an unwatched flag lets it run on");
         raiser.raise(SHUTDOWN);
         assert_eq!(watching.await.ok(), Some(EVICTED | SHUTDOWN));
+    }
+
+    #[test]
+    fn a_watch_lets_go_of_its_waker_when_it_ends() {
+        struct Task;
+        impl futures_util::task::ArcWake for Task {
+            fn wake_by_ref(_: &Arc<Self>) {}
+        }
+        let task = Arc::new(Task);
+        let waker = futures_util::task::waker(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let attention = Attention::default();
+        let mut never = std::future::pending::<()>();
+        let mut watch = attention.watch(&mut never, EVICTED);
+        assert!(Pin::new(&mut watch).poll(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&task), 3, "registered while watching");
+        drop(watch);
+        assert_eq!(Arc::strong_count(&task), 2, "released with the watch");
     }
 
     #[tokio::test]
