@@ -164,9 +164,9 @@ enum Step {
 /// older ones), its votes (a keyed vote whose key is stored already is left
 /// out) and its shard's totals. Plain votes are all stored, so their counts
 /// come counted ($9, $10) rather than returned row by row and grouped:
-/// that was PostgreSQL's largest cost per vote beyond the INSERT itself. The shard's new counts are computed in the
-/// UPDATE itself, so a concurrent writer of the same shard is re-read,
-/// never overwritten. Returns how many keyed votes were new, then the
+/// that was PostgreSQL's largest cost per vote beyond the INSERT itself.
+/// The shard's new counts are computed in the UPDATE itself, so a
+/// concurrent writer of the same shard is re-read, never overwritten. Returns how many keyed votes were new, then the
 /// shard's totals (`shard_copy` from column 1).
 const INSERT_BATCH: &str = concat!(
     "WITH batch AS (

@@ -385,7 +385,6 @@ impl Registry {
         Some(victim)
     }
 
-    /// Asks the oldest connection on a lent stream slot to give it up.
     /// Tells every connection still in the budget (serving, or waiting
     /// for a slot) that the server is shutting down.
     pub fn shut_all(&self) {
@@ -394,6 +393,7 @@ impl Registry {
         }
     }
 
+    /// Asks the oldest connection on a lent stream slot to give it up.
     fn evict_borrower(&mut self) {
         let borrower = self
             .slots
