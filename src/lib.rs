@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod live;
+pub mod logsink;
 pub mod metrics;
 pub mod poll;
 pub mod signing;

@@ -1,6 +1,7 @@
 //! The `vote-api` command: `serve` (default), `migrate`, `seed`.
 //! Reads the configuration, sets up logging and hands over to the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use vote_api::config::{Config, LogFormat};
 use vote_api::db;
+use vote_api::logsink::{self, Flusher};
 
 /// jemalloc with background purging: memory freed when thousands of screens
 /// leave goes back to the system within seconds (glibc's malloc kept it;
@@ -48,7 +50,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    // Dropped last, after the runtime: its last lines are written too.
+    let _flusher = match init_tracing(config.log_format) {
+        Ok(flusher) => flusher,
+        Err(e) => {
+            eprintln!("vote-api: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(overflow) = config.db_max_overflow {
         // Once per process: accepted for compatibility, it changes nothing.
         warn!(
@@ -132,11 +141,21 @@ fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go through `LogSink` (one write per gathered batch, never a blocked
+/// request); the returned flusher writes the rest when dropped. Colours only
+/// on a terminal, and not with `NO_COLOR`: a log file or collector gets plain text.
+fn init_tracing(format: LogFormat) -> std::io::Result<Flusher> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let ansi = colour && std::io::stdout().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let (sink, flusher) = logsink::spawn(std::io::stdout())?;
+    let builder = builder.with_writer(sink);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(flusher)
 }

@@ -52,8 +52,8 @@ async fn migrate_and_seed_are_idempotent_and_serve_stops_on_sigterm() {
         .get(0);
     assert_eq!(partners, 2001, "2,000 generated + conf-partner-2026, once");
 
-    // Started as it logs on a terminal: text lines, no colours.
-    let mut served = Served::start(&stack, &[("LOG_FORMAT", "text"), ("NO_COLOR", "1")]).await;
+    // Text lines into a pipe, as a log collector reads them: no colours.
+    let mut served = Served::start(&stack, &[("LOG_FORMAT", "text")]).await;
     served.child.signal("TERM");
     // The stated bound: requests get SHUTDOWN_GRACE, the actors ACTOR_DRAIN.
     let bound = vote_api::http::SHUTDOWN_GRACE + vote_api::ACTOR_DRAIN + Duration::from_secs(1);
@@ -62,8 +62,10 @@ async fn migrate_and_seed_are_idempotent_and_serve_stops_on_sigterm() {
     let status = status.unwrap_or_else(|| panic!("no exit within {bound:?} of SIGTERM: {text}"));
     // A default SIGTERM (no handler yet) would kill it: no success, no drain.
     assert!(status.success(), "clean exit: {status}: {text}");
+    // The last line too: it is logged just before the process ends.
     assert!(
         text.contains("shutting down") && text.contains("vote-api stopped"),
         "{text}"
     );
+    assert!(!text.contains('\x1b'), "no terminal colour codes: {text:?}");
 }

@@ -178,9 +178,15 @@ pub async fn handle(
         method,
         path = %path,
         status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_ms = millis(elapsed),
     );
     Ok(resp)
+}
+
+/// A latency for the access log, to the microsecond: `0.016`, where the
+/// full float printed `0.015753999999999997` (longer to write, and to read).
+fn millis(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
 }
 
 /// Tells the timeline what a vote came to, and the degraded sign of a vote
@@ -290,7 +296,7 @@ pub async fn refuse(
         method,
         path = %path,
         status = 503,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_ms = millis(elapsed),
         "no connection slot"
     );
     Ok(resp)
