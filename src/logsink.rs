@@ -8,11 +8,13 @@
 //! Bounded: with `LIMIT` bytes waiting, a new line is dropped whole and
 //! counted, and the log says how many once it drains again. A line reaches
 //! stdout within about `GATHER` of being logged; `Flusher` writes what is
-//! left when the process ends (a `SIGKILL` loses at most that much).
+//! left when the process ends (a `SIGKILL` loses at most that much), waiting
+//! up to `EXIT_WAIT` for a stdout that does not drain.
 
 use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -21,6 +23,8 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const GATHER: Duration = Duration::from_millis(10);
 /// Most bytes waiting to be written; ~20,000 access-log lines.
 pub const LIMIT: usize = 4 << 20;
+/// How long the end of the process waits for the last lines to be written.
+pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the subscriber writes its lines (`fmt().with_writer(sink)`).
 #[derive(Clone)]
@@ -32,7 +36,9 @@ pub struct LogSink {
 /// Owns the writer thread: dropping it writes every waiting line and ends it.
 pub struct Flusher {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// Disconnected once the writer thread has ended.
+    ended: Receiver<()>,
+    exit_wait: Duration,
 }
 
 struct Shared {
@@ -58,25 +64,31 @@ impl Shared {
 
 /// Starts the writer thread, writing to `out`.
 pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(LogSink, Flusher)> {
-    spawn_with(out, LIMIT, GATHER)
+    spawn_with(out, LIMIT, GATHER, EXIT_WAIT)
 }
 
 fn spawn_with<W: Write + Send + 'static>(
     out: W,
     limit: usize,
     gather: Duration,
+    exit_wait: Duration,
 ) -> io::Result<(LogSink, Flusher)> {
     let shared = Arc::new(Shared {
         waiting: Mutex::new(Waiting::default()),
         ready: Condvar::new(),
     });
     let writer = Arc::clone(&shared);
-    let thread = thread::Builder::new()
+    let (ending, ended) = mpsc::channel::<()>();
+    thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || write_out(&writer, out, gather))?;
+        .spawn(move || {
+            write_out(&writer, out, gather);
+            drop(ending);
+        })?;
     let flusher = Flusher {
         shared: Arc::clone(&shared),
-        thread: Some(thread),
+        ended,
+        exit_wait,
     };
     Ok((LogSink { shared, limit }, flusher))
 }
@@ -84,21 +96,18 @@ fn spawn_with<W: Write + Send + 'static>(
 fn write_out<W: Write>(shared: &Shared, mut out: W, gather: Duration) {
     let mut batch = Vec::new();
     loop {
-        let closed = {
-            let mut waiting = shared.lock();
-            while waiting.lines.is_empty() && waiting.dropped == 0 && !waiting.closed {
-                waiting = shared
-                    .ready
-                    .wait(waiting)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            waiting.closed
-        };
-        if !closed {
-            thread::sleep(gather);
-        }
         let (dropped, closed) = {
-            let mut waiting = shared.lock();
+            let waiting = shared
+                .ready
+                .wait_while(shared.lock(), |w| {
+                    w.lines.is_empty() && w.dropped == 0 && !w.closed
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            // More lines join for `gather`, unless the end comes first.
+            let (mut waiting, _) = shared
+                .ready
+                .wait_timeout_while(waiting, gather, |w| !w.closed)
+                .unwrap_or_else(PoisonError::into_inner);
             std::mem::swap(&mut waiting.lines, &mut batch);
             (std::mem::take(&mut waiting.dropped), waiting.closed)
         };
@@ -146,12 +155,12 @@ impl<'a> MakeWriter<'a> for LogSink {
 }
 
 impl Drop for Flusher {
+    /// A stdout that never drains keeps the thread in its write: the
+    /// process then ends after `exit_wait` without the last lines.
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.ready.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.ended.recv_timeout(self.exit_wait);
     }
 }
 
@@ -187,7 +196,8 @@ mod tests {
     #[test]
     fn lines_come_out_in_order_and_together_by_the_end() {
         let out = Out::default();
-        let (sink, flusher) = spawn_with(out.clone(), LIMIT, Duration::from_secs(60)).unwrap();
+        let (sink, flusher) =
+            spawn_with(out.clone(), LIMIT, Duration::from_secs(60), EXIT_WAIT).unwrap();
         for i in 0..1000 {
             (&sink).write_all(format!("line {i}\n").as_bytes()).unwrap();
         }
@@ -201,7 +211,8 @@ mod tests {
     #[test]
     fn a_full_buffer_drops_whole_lines_and_keeps_the_rest() {
         let out = Out::default();
-        let (sink, flusher) = spawn_with(out.clone(), 10, Duration::from_secs(60)).unwrap();
+        let (sink, flusher) =
+            spawn_with(out.clone(), 10, Duration::from_secs(60), EXIT_WAIT).unwrap();
         for line in ["aaaa\n", "bbbb\n", "cccc\n", "dd\n"] {
             (&sink).write_all(line.as_bytes()).unwrap();
         }
@@ -213,12 +224,37 @@ mod tests {
     #[test]
     fn a_line_is_written_without_waiting_for_the_end() {
         let out = Out::default();
-        let (sink, _flusher) = spawn_with(out.clone(), LIMIT, Duration::ZERO).unwrap();
+        let (sink, _flusher) = spawn_with(out.clone(), LIMIT, Duration::ZERO, EXIT_WAIT).unwrap();
         (&sink).write_all(b"now\n").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while out.text().is_empty() && std::time::Instant::now() < deadline {
             thread::yield_now();
         }
         assert_eq!(out.text(), "now\n");
+    }
+
+    /// A stdout whose every write blocks until the test ends.
+    struct Stuck(Mutex<mpsc::Receiver<()>>);
+
+    impl Write for Stuck {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let _ = self.0.lock().unwrap().recv();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_does_not_wait_for_a_stdout_that_never_drains() {
+        let (release, stuck) = mpsc::channel();
+        let out = Stuck(Mutex::new(stuck));
+        let (sink, flusher) =
+            spawn_with(out, LIMIT, Duration::ZERO, Duration::from_millis(50)).unwrap();
+        (&sink).write_all(b"never written\n").unwrap();
+        // Without the bound this drop would wait for `release` forever.
+        drop(flusher);
+        drop(release);
     }
 }
