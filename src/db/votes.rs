@@ -180,34 +180,45 @@ enum Step {
     Commit(DbError),
 }
 
+/// What both batch statements begin with: the batch's `vote_batches` row
+/// (pruning this writer's older ones, from `$4`) and its plain votes. The
+/// parameters they share come first ($1-$7), so the keyless statement's
+/// parameters are the first seven of the keyed one's.
+macro_rules! batch_head {
+    () => {
+        "WITH batch AS (
+                 INSERT INTO vote_batches (batch_id) VALUES ($1)
+             ), pruned AS (
+                 DELETE FROM vote_batches WHERE batch_id >= $4 AND batch_id < $1
+             ), plain AS (
+                 INSERT INTO votes (choice, referral_code, batch_id)
+                 SELECT c, r, $1 FROM unnest($2::text[], $3::text[]) AS t(c, r)
+             ), "
+    };
+}
+
 /// The batch's statement: its `vote_batches` row (pruning this writer's
 /// older ones), its votes (a keyed vote whose key is stored already is left
 /// out) and its shard's totals. Plain votes are all stored, so their counts
-/// come counted ($9, $10) rather than returned row by row and grouped:
+/// come counted ($6, $7) rather than returned row by row and grouped:
 /// that was PostgreSQL's largest cost per vote beyond the INSERT itself.
 /// The shard's new counts are computed in the UPDATE itself, so a
 /// concurrent writer of the same shard is re-read, never overwritten.
 /// Returns how many keyed votes were new, then the shard's totals
 /// (`shard_copy` from column 1).
 const INSERT_BATCH: &str = concat!(
-    "WITH batch AS (
-                 INSERT INTO vote_batches (batch_id) VALUES ($1)
-             ), pruned AS (
-                 DELETE FROM vote_batches WHERE batch_id >= $7 AND batch_id < $1
-             ), plain AS (
-                 INSERT INTO votes (choice, referral_code, batch_id)
-                 SELECT c, r, $1 FROM unnest($2::text[], $3::text[]) AS t(c, r)
-             ), keyed AS (
+    batch_head!(),
+    "keyed AS (
                  INSERT INTO votes (choice, referral_code, idempotency_key, batch_id)
-                 SELECT c, r, k, $1 FROM unnest($4::text[], $5::text[], $6::text[]) AS t(c, r, k)
+                 SELECT c, r, k, $1 FROM unnest($8::text[], $9::text[], $10::text[]) AS t(c, r, k)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING choice
              ), added AS (
-                 SELECT k, n FROM unnest($9::text[], $10::bigint[]) AS p(k, n)
+                 SELECT k, n FROM unnest($6::text[], $7::bigint[]) AS p(k, n)
                  UNION ALL
                  SELECT choice, count(*) FROM keyed GROUP BY choice
              ), ",
-    shard_update!("$8", "SELECT k, n FROM added"),
+    shard_update!("$5", "SELECT k, n FROM added"),
     " SELECT (SELECT count(*) FROM keyed), ",
     shard_columns!(),
     " FROM shard"
@@ -218,14 +229,7 @@ const INSERT_BATCH: &str = concat!(
 /// Alternating runs of oha at 256 connections answered 1.7-5.2 % more votes
 /// with it (docs/benchmarks.md, "The access log").
 const INSERT_PLAIN_BATCH: &str = concat!(
-    "WITH batch AS (
-                 INSERT INTO vote_batches (batch_id) VALUES ($1)
-             ), pruned AS (
-                 DELETE FROM vote_batches WHERE batch_id >= $4 AND batch_id < $1
-             ), plain AS (
-                 INSERT INTO votes (choice, referral_code, batch_id)
-                 SELECT c, r, $1 FROM unnest($2::text[], $3::text[]) AS t(c, r)
-             ), ",
+    batch_head!(),
     shard_update!(
         "$5",
         "SELECT k, n FROM unnest($6::text[], $7::bigint[]) AS p(k, n)"
@@ -250,31 +254,22 @@ async fn insert_in_transaction(
     deadline: Instant,
 ) -> Result<Option<Stored>, Step> {
     let (plain_keys, plain_counts) = counted(&rows.choices);
-    let keyed: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
         &batch_id,
         &rows.choices,
         &rows.referrals,
+        &writer.prune_from,
+        &writer.shard,
+        &plain_keys,
+        &plain_counts,
         &rows.keyed_choices,
         &rows.keyed_referrals,
         &rows.keys,
-        &writer.prune_from,
-        &writer.shard,
-        &plain_keys,
-        &plain_counts,
-    ];
-    let plain: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &batch_id,
-        &rows.choices,
-        &rows.referrals,
-        &writer.prune_from,
-        &writer.shard,
-        &plain_keys,
-        &plain_counts,
     ];
     let (sql, params) = if rows.keys.is_empty() {
-        (INSERT_PLAIN_BATCH, &plain[..])
+        (INSERT_PLAIN_BATCH, &params[..7])
     } else {
-        (INSERT_BATCH, &keyed[..])
+        (INSERT_BATCH, &params[..])
     };
     let stmt = cancel_after(client, deadline, client.prepare_cached(sql))
         .await
